@@ -1,0 +1,38 @@
+"""Logging configuration. Library modules only create loggers; entry points call :func:`setup_logging` once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+_CONFIGURED = False
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | None = None) -> None:
+    """Configure the root logger once: a stderr handler and optionally a file handler.
+
+    ``level`` defaults to the ``SLUKD_LOG_LEVEL`` environment variable or INFO. Calling it again only adds a
+    file handler for a new ``log_file`` (so a recipe can log into its run folder after the CLI set things up).
+    """
+    global _CONFIGURED
+    if level is None:
+        level = os.environ.get("SLUKD_LOG_LEVEL", "INFO")
+    root = logging.getLogger()
+    if not _CONFIGURED:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(level)
+        _CONFIGURED = True
+    if log_file is not None:
+        path = Path(log_file).resolve()
+        for h in root.handlers:
+            if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path:
+                return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(path, encoding="utf-8")
+        fh.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(fh)
