@@ -1,0 +1,1 @@
+"""Class-incremental learning: task splits (scenario), rehearsal memory, the per-task loop."""

@@ -1,0 +1,201 @@
+"""Rehearsal memory for class-incremental learning.
+
+The memory stores item IDs per class, each class's list in priority order (the first ``m`` items are the best ``m``
+exemplars), so shrinking a class keeps a prefix. Budget:
+
+- ``per_class=q``: every class keeps at most ``q`` items (the memory grows with the classes);
+- ``fraction=f`` with ``total_items=N``: a fixed total of ``K = round(f * N)`` items shared equally by the classes
+  seen so far (iCaRL): ``K // n`` per class, the remainder going to the first classes in sorted order.
+
+Selection:
+
+- ``random``: a seeded permutation of the class's candidates;
+- ``herding`` (iCaRL, Rebuffi et al. 2017) on L2-normalised encoder features ``x_i`` (``[N, D]``): with class mean
+  ``mu = mean_i x_i``, the k-th exemplar is ``argmin_i || mu - (x_i + sum_{j<k} x_{p_j}) / k ||`` over the items not
+  yet chosen.
+
+Updated once at the end of each task with that task's training items; saved to / loaded from JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from slukd.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+
+def herding_order(features: torch.Tensor, k: int | None = None) -> list[int]:
+    """iCaRL herding: indices of the ``k`` rows of ``features`` ([N, D]) in selection order (all rows by default).
+
+    Rows are L2-normalised first; the k-th choice minimises the distance between the class mean and the mean of the
+    chosen rows plus the candidate. Ties go to the lowest index.
+    """
+    if features.dim() != 2:
+        raise ValueError(f"herding expects features of shape [N, D], got {tuple(features.shape)}")
+    n = features.shape[0]
+    k = n if k is None else min(k, n)
+    x = torch.nn.functional.normalize(features.double(), dim=1)
+    mu = x.mean(dim=0)
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(n, dtype=torch.bool)
+    for step in range(1, k + 1):
+        dist = ((mu.unsqueeze(0) - (running.unsqueeze(0) + x) / step) ** 2).sum(dim=1)
+        dist[~available] = float("inf")
+        i = int(torch.argmin(dist))
+        chosen.append(i)
+        available[i] = False
+        running += x[i]
+    return chosen
+
+
+class RehearsalMemory:
+    """Per-class exemplar store (IDs only; the data stays in the manifests)."""
+
+    def __init__(
+        self,
+        selection: str = "random",
+        per_class: int | None = None,
+        fraction: float | None = None,
+        total_items: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if selection not in ("random", "herding"):
+            raise ValueError(f"memory selection must be 'random' or 'herding', got {selection!r}")
+        if (per_class is None) == (fraction is None):
+            raise ValueError("give exactly one of per_class (items per class) or fraction (share of the train set)")
+        if per_class is not None and per_class < 0:
+            raise ValueError(f"per_class must be >= 0, got {per_class}")
+        if fraction is not None:
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+            if total_items is None or total_items < 0:
+                raise ValueError("fraction needs total_items (the number of training items of all tasks)")
+        self.selection = selection
+        self.per_class = per_class
+        self.fraction = fraction
+        self.total_items = total_items
+        self.seed = seed
+        self.classes: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ budget
+    @property
+    def budget(self) -> int | None:
+        """Total capacity for a fixed-size memory (fraction mode), else ``None``."""
+        if self.fraction is None:
+            return None
+        return int(round(self.fraction * self.total_items))
+
+    def quotas(self, classes: Sequence[str]) -> dict[str, int]:
+        """Items allowed per class when ``classes`` are stored."""
+        names = sorted(classes)
+        if self.per_class is not None:
+            return {c: self.per_class for c in names}
+        if not names:
+            return {}
+        base, extra = divmod(self.budget, len(names))
+        return {c: base + (1 if i < extra else 0) for i, c in enumerate(names)}
+
+    # ------------------------------------------------------------------ update
+    def update(
+        self,
+        ids: Sequence[str],
+        labels: Sequence[str],
+        features: torch.Tensor | None = None,
+        task: int = 0,
+    ) -> None:
+        """Add the classes of one task from its training items and shrink the old ones to the new quota.
+
+        ``ids``/``labels`` list the candidates (one per item); ``features`` ([N, D], same order) is required for
+        herding. A class already in memory is re-selected from the given candidates.
+        """
+        if len(ids) != len(labels):
+            raise ValueError(f"memory update: {len(ids)} ids but {len(labels)} labels")
+        if len(set(ids)) != len(ids):
+            raise ValueError("memory update: duplicate item IDs among the candidates")
+        if self.selection == "herding":
+            if features is None:
+                raise ValueError("herding selection needs the candidates' features")
+            if features.shape[0] != len(ids):
+                raise ValueError(f"memory update: {len(ids)} ids but {features.shape[0]} feature rows")
+        by_class: dict[str, list[int]] = {}
+        for i, lab in enumerate(labels):
+            by_class.setdefault(lab, []).append(i)
+        quotas = self.quotas(set(self.classes) | set(by_class))
+        for c in sorted(self.classes):
+            if c not in by_class:
+                self.classes[c] = self.classes[c][: quotas[c]]
+        for c in sorted(by_class):
+            idx = by_class[c]
+            q = quotas[c]
+            if self.selection == "herding":
+                order = herding_order(features[idx], q)
+                picked = [idx[j] for j in order]
+            else:
+                rng = random.Random(f"{self.seed}:{task}:{c}")
+                perm = list(idx)
+                rng.shuffle(perm)
+                picked = perm[:q]
+            self.classes[c] = [ids[i] for i in picked]
+        logger.info(
+            "memory after task %d: %d items over %d classes (%s)",
+            task + 1,
+            len(self),
+            len(self.classes),
+            ", ".join(f"{c}={len(v)}" for c, v in sorted(self.classes.items())),
+        )
+
+    # ------------------------------------------------------------------ access
+    def ids(self) -> list[str]:
+        """All stored IDs, classes in sorted order."""
+        return [i for c in sorted(self.classes) for i in self.classes[c]]
+
+    def label_of(self) -> dict[str, str]:
+        return {i: c for c, v in self.classes.items() for i in v}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.classes.values())
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        return {
+            "selection": self.selection,
+            "per_class": self.per_class,
+            "fraction": self.fraction,
+            "total_items": self.total_items,
+            "seed": self.seed,
+            "classes": {c: list(v) for c, v in sorted(self.classes.items())},
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the memory as JSON atomically."""
+        return atomic_write_json(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RehearsalMemory:
+        path = Path(path)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            mem = cls(
+                selection=state["selection"],
+                per_class=state["per_class"],
+                fraction=state["fraction"],
+                total_items=state["total_items"],
+                seed=state["seed"],
+            )
+            classes = state["classes"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a rehearsal memory file ({err})") from err
+        if not isinstance(classes, dict):
+            raise ValueError(f"{path}: field 'classes' must map class -> list of IDs")
+        mem.classes = {str(c): [str(i) for i in v] for c, v in classes.items()}
+        return mem
