@@ -1,0 +1,376 @@
+"""Per-run reports and the cross-run results table (``slukd report RUN_DIR...``).
+
+A run folder (written by :mod:`slukd.continual.loop`) holds ``run_info.json`` (identity: row, seed, ...) and one
+``results/step<t>.json`` per finished step ``t`` (1-based) with the test metrics of every task seen so far::
+
+    {"step": t, "n_steps": T, "per_task": [{"task": j, "n": .., "intent_acc": .., "wer": .., "slu_f1": ..}, ...],
+     "seen": {"n": .., "intent_acc": .., "wer": .., "slu_f1": ..}, "train_wall_s": .., "peak_rss_mb": ..}
+
+From them (always recomputed, so a rerun after a kill gives the same report):
+
+- ``R[i][j]`` = intent accuracy on task ``j``'s test items after step ``i`` (``j <= i``); same for WER and SLU-F1;
+- Avg Acc = ``mean_i acc_seen(i)`` (accuracy on all test items seen after step ``i``), Last Acc = ``acc_seen(T)``;
+- Avg WER / Avg SLU-F1 likewise over steps; BWT = ``mean_{j<T} (R[T][j] - R[j][j])``;
+  forgetting = ``mean_{j<T} (max_{i<T} R[i][j] - R[T][j])``; first-task accuracy = ``R[0][0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from slukd.utils.io import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+#: Paper row order; rows not listed follow alphabetically.
+ROW_ORDER = [
+    "joint",
+    "finetune",
+    "rehearsal_random",
+    "rehearsal_herding",
+    "rehearsal_5pct",
+    "audio_kd",
+    "tok_kd",
+    "seq_kd",
+    "audio_seq_kd",
+    "seq_tok_kd",
+    "all_kd",
+]
+
+#: (column, key, scale) of the summary table; accuracy/F1/WER shown in percent.
+COLUMNS = [
+    ("Avg Acc", "avg_acc", 100.0),
+    ("Last Acc", "last_acc", 100.0),
+    ("Avg WER", "avg_wer", 100.0),
+    ("Avg SLU-F1", "avg_slu_f1", 100.0),
+    ("Last SLU-F1", "last_slu_f1", 100.0),
+    ("BWT", "bwt", 100.0),
+    ("Forgetting", "forgetting", 100.0),
+    ("Task-1 Acc", "first_task_acc", 100.0),
+    ("Wall (s)", "wall_s", 1.0),
+]
+
+
+class ReportError(RuntimeError):
+    """A run folder that cannot be reported (missing or unreadable results)."""
+
+
+# ---------------------------------------------------------------------------------------------------- one run
+def load_steps(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The ``results/step<t>.json`` files of a run, ordered by step; errors name the bad file."""
+    res_dir = Path(run_dir) / "results"
+    files = sorted(res_dir.glob("step*.json"), key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1)
+    steps = []
+    for p in files:
+        if not p.stem[4:].isdigit():
+            continue
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+            _ = d["per_task"], d["seen"], d["step"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ReportError(f"{p}: unreadable step result ({err})") from err
+        if d["step"] != int(p.stem[4:]):
+            raise ReportError(f"{p}: field 'step' is {d['step']}, the file name says {p.stem[4:]}")
+        steps.append(d)
+    return steps
+
+
+def matrix(steps: Sequence[dict[str, Any]], key: str) -> list[list[float | None]]:
+    """``M[i][j]`` = metric ``key`` on task ``j``'s test items after step ``i`` (``None`` where ``j > i``)."""
+    n = max((len(s["per_task"]) for s in steps), default=0)
+    out = []
+    for s in steps:
+        row: list[float | None] = [None] * n
+        for j, pt in enumerate(s["per_task"]):
+            row[j] = pt.get(key)
+        out.append(row)
+    return out
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def backward_transfer(r: Sequence[Sequence[float | None]]) -> float:
+    """BWT = mean over j < T-1 of R[T-1][j] - R[j][j] (NaN for a single step)."""
+    t = len(r)
+    if t < 2:
+        return float("nan")
+    return _mean([r[-1][j] - r[j][j] for j in range(t - 1)])
+
+
+def forgetting(r: Sequence[Sequence[float | None]]) -> float:
+    """Average forgetting = mean over j < T-1 of max_{i<T-1} R[i][j] - R[T-1][j] (NaN for a single step)."""
+    t = len(r)
+    if t < 2:
+        return float("nan")
+    return _mean([max(r[i][j] for i in range(j, t - 1)) - r[-1][j] for j in range(t - 1)])
+
+
+def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Summary metrics of one run (fractions; see the module docstring). Raises :class:`ReportError` when the run
+    has no finished step."""
+    run_dir = Path(run_dir)
+    steps = load_steps(run_dir)
+    if not steps:
+        raise ReportError(f"{run_dir}: no results/step*.json (has the run finished a task?)")
+    info: dict[str, Any] = {}
+    info_path = run_dir / "run_info.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text(encoding="utf-8")).get("identity", {})
+    acc = matrix(steps, "intent_acc")
+    n_steps = steps[-1].get("n_steps", len(steps))
+    return {
+        "run_dir": str(run_dir),
+        "row": info.get("row", run_dir.parent.name),
+        "seed": info.get("seed"),
+        "steps_done": len(steps),
+        "n_steps": n_steps,
+        "complete": len(steps) == n_steps,
+        "avg_acc": _mean([s["seen"]["intent_acc"] for s in steps]),
+        "last_acc": steps[-1]["seen"]["intent_acc"],
+        "avg_wer": _mean([s["seen"]["wer"] for s in steps]),
+        "last_wer": steps[-1]["seen"]["wer"],
+        "avg_slu_f1": _mean([s["seen"]["slu_f1"] for s in steps]),
+        "last_slu_f1": steps[-1]["seen"]["slu_f1"],
+        "bwt": backward_transfer(acc),
+        "forgetting": forgetting(acc),
+        "first_task_acc": acc[0][0],
+        "acc_per_step": [s["seen"]["intent_acc"] for s in steps],
+        "wall_s": sum(float(s.get("wall_s", 0.0)) for s in steps),
+        "peak_rss_mb": max(float(s.get("peak_rss_mb", 0.0)) for s in steps),
+    }
+
+
+def _fmt(x: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x * scale:.{digits}f}"
+
+
+def _matrix_md(m: Sequence[Sequence[float | None]], scale: float) -> str:
+    n = len(m[0]) if m else 0
+    lines = ["| after step | " + " | ".join(f"task {j + 1}" for j in range(n)) + " |", "|---" * (n + 1) + "|"]
+    for i, row in enumerate(m):
+        lines.append(f"| {i + 1} | " + " | ".join(_fmt(v, scale) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[str, Any]:
+    """Write ``report.csv``, ``report.md``, ``matrix_{acc,wer,slu_f1}.csv`` and the figures into the run folder
+    (atomically, overwriting). Returns the summary."""
+    run_dir = Path(run_dir)
+    summary = summarise_run(run_dir)
+    steps = load_steps(run_dir)
+    mats = {k: matrix(steps, k) for k in ("intent_acc", "wer", "slu_f1")}
+    keys = [k for _, k, _ in COLUMNS] + ["last_wer", "steps_done", "n_steps", "peak_rss_mb"]
+    header = ["row", "seed"] + keys
+    values = [summary["row"], summary["seed"]] + [summary[k] for k in keys]
+    atomic_write_text(run_dir / "report.csv", ",".join(header) + "\n" + ",".join(str(v) for v in values) + "\n")
+    for k, m in mats.items():
+        atomic_write_text(
+            run_dir / f"matrix_{k}.csv",
+            "step,"
+            + ",".join(f"task{j + 1}" for j in range(len(m[0])))
+            + "\n"
+            + "".join(
+                f"{i + 1}," + ",".join("" if v is None else f"{v}" for v in row) + "\n" for i, row in enumerate(m)
+            ),
+        )
+    md = [
+        f"# Run report: {summary['row']} (seed {summary['seed']})",
+        "",
+        f"Steps finished: {summary['steps_done']} of {summary['n_steps']}.",
+        "",
+        "| " + " | ".join(c for c, _, _ in COLUMNS) + " |",
+        "|---" * len(COLUMNS) + "|",
+        "| " + " | ".join(_fmt(summary[k], s, 2 if s != 1.0 else 0) for _, k, s in COLUMNS) + " |",
+        "",
+        "## Intent accuracy (%) per (step, task)",
+        "",
+        _matrix_md(mats["intent_acc"], 100.0),
+        "",
+        "## WER (%, transcript only) per (step, task)",
+        "",
+        _matrix_md(mats["wer"], 100.0),
+        "",
+        "## SLU-F1 (%) per (step, task)",
+        "",
+        _matrix_md(mats["slu_f1"], 100.0),
+        "",
+    ]
+    atomic_write_text(run_dir / "report.md", "\n".join(md))
+    if figures:
+        _run_figures(run_dir, summary, mats["intent_acc"])
+    return summary
+
+
+def _save_fig(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def _run_figures(run_dir: Path, summary: dict[str, Any], acc: list[list[float | None]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = list(range(1, len(summary["acc_per_step"]) + 1))
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(steps, [100 * a for a in summary["acc_per_step"]], marker="o")
+    ax.set_xlabel("step (task)")
+    ax.set_ylabel("intent accuracy on seen tasks (%)")
+    ax.set_xticks(steps)
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{summary['row']} seed {summary['seed']}")
+    _save_fig(fig, run_dir / "acc_per_step.png")
+    plt.close(fig)
+
+    n = len(acc[0])
+    data = [[float("nan") if v is None else 100 * v for v in row] for row in acc]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n, 1.0 + 0.8 * len(acc)))
+    im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis")
+    for i, row in enumerate(data):
+        for j, v in enumerate(row):
+            if not math.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=8)
+    ax.set_xticks(range(n), [f"T{j + 1}" for j in range(n)])
+    ax.set_yticks(range(len(acc)), [f"after {i + 1}" for i in range(len(acc))])
+    ax.set_title("intent accuracy (%)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save_fig(fig, run_dir / "acc_matrix.png")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- many runs
+def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Run folders among ``paths``: a path with ``run_info.json`` or ``results/`` is a run; otherwise its
+    sub-folders are searched (so ``results/demo`` finds ``results/demo/<row>/seed<k>``)."""
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ReportError(f"{p}: not a folder")
+        if (p / "run_info.json").is_file() or (p / "results").is_dir():
+            runs.append(p)
+            continue
+        found = sorted({q.parent for q in p.rglob("run_info.json")})
+        if not found:
+            raise ReportError(f"{p}: no run folder (run_info.json) inside")
+        runs.extend(found)
+    return runs
+
+
+def _row_key(row: str) -> tuple[int, str]:
+    return (ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER), row)
+
+
+def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group run summaries by row: per metric the mean and the sample standard deviation over seeds (0 for one
+    run). Returns one dict per row in paper order: ``{"row", "n", "seeds", key: (mean, std), ...}``."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in summaries:
+        groups.setdefault(s["row"], []).append(s)
+    out = []
+    for row in sorted(groups, key=_row_key):
+        runs = groups[row]
+        agg: dict[str, Any] = {"row": row, "n": len(runs), "seeds": [r["seed"] for r in runs]}
+        for _, k, _ in COLUMNS + [("", "last_wer", 1.0), ("", "peak_rss_mb", 1.0)]:
+            vals = [r[k] for r in runs if r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))]
+            if not vals:
+                agg[k] = (float("nan"), float("nan"))
+                continue
+            m = sum(vals) / len(vals)
+            sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            agg[k] = (m, sd)
+        steps = [r["acc_per_step"] for r in runs]
+        n_steps = min(len(a) for a in steps)
+        agg["acc_per_step"] = [sum(a[i] for a in steps) / len(steps) for i in range(n_steps)]
+        out.append(agg)
+    return out
+
+
+def format_table(rows: Sequence[dict[str, Any]], fmt: str = "md") -> str:
+    """The paper's table: one line per row, ``mean ± std`` over seeds (percent except wall time)."""
+    heads = ["method", "runs"] + [c for c, _, _ in COLUMNS]
+    lines = []
+    if fmt == "md":
+        lines += ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
+    else:
+        lines.append(",".join(["method", "runs"] + [f"{k}_mean,{k}_std" for _, k, _ in COLUMNS]))
+    for r in rows:
+        cells = []
+        for _, k, s in COLUMNS:
+            m, sd = r[k]
+            d = 0 if s == 1.0 else 2
+            if fmt == "md":
+                cells.append(
+                    "-" if math.isnan(m) else (f"{m * s:.{d}f} ± {sd * s:.{d}f}" if r["n"] > 1 else _fmt(m, s, d))
+                )
+            else:
+                cells.append(f"{m * s},{sd * s}")
+        sep = " | " if fmt == "md" else ","
+        line = sep.join([r["row"], str(r["n"])] + cells)
+        lines.append(f"| {line} |" if fmt == "md" else line)
+    return "\n".join(lines) + "\n"
+
+
+def _aggregate_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for r in rows:
+        acc = r["acc_per_step"]
+        ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker="o", label=f"{r['row']} (n={r['n']})")
+    ax.set_xlabel("step (task)")
+    ax.set_ylabel("intent accuracy on seen tasks (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7)
+    _save_fig(fig, path)
+    plt.close(fig)
+
+
+def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> str:
+    """Summarise every run under ``paths``, write per-run reports, and return the Markdown table. With ``out_dir``
+    also write ``table.md``, ``table.csv`` and ``acc_per_step.png`` there. Incomplete runs are reported (with a
+    warning) so partial results stay visible."""
+    summaries = []
+    for run in find_runs(paths):
+        s = write_run_report(run, figures=True)
+        if not s["complete"]:
+            logger.warning("%s: only %d of %d steps finished", run, s["steps_done"], s["n_steps"])
+        summaries.append(s)
+    rows = aggregate(summaries)
+    table = format_table(rows, "md")
+    if out_dir is not None:
+        out = Path(out_dir)
+        atomic_write_text(out / "table.md", table)
+        atomic_write_text(out / "table.csv", format_table(rows, "csv"))
+        _aggregate_figure(rows, out / "acc_per_step.png")
+    return table
+
+
+def cli_main(argv: list[str], prog: str = "slukd report") -> int:
+    """``slukd report RUN_DIR... [--out DIR]``: print the paper-style table (mean ± std over seeds)."""
+    p = argparse.ArgumentParser(prog=prog, description="Aggregate run folders into the paper's table.")
+    p.add_argument("runs", nargs="+", help="run folders, or folders containing run folders")
+    p.add_argument("--out", default=None, help="also write table.md, table.csv and acc_per_step.png here")
+    args = p.parse_args(argv)
+    try:
+        print(report_runs(args.runs, args.out), end="")
+    except ReportError as err:
+        print(f"{prog}: {err}")
+        return 1
+    return 0
