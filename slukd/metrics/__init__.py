@@ -1,0 +1,1 @@
+"""Evaluation: SLURP scoring (official metrics), WER/CER, continual-learning metrics from a results matrix."""
