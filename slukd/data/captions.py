@@ -1,0 +1,363 @@
+"""Audio-captioning corpora -> manifests, and the word-level caption vocabulary.
+
+Prepare functions read a user's ``--data_folder`` and write SpeechBrain-style CSV manifests into ``save_folder``:
+
+    ID, wav, duration, captions        (``captions`` is a JSON list of the reference captions; [] in audio_only.csv)
+
+- :func:`prepare_clotho`: Clotho v2 layout, ``clotho_captions_{development,validation,evaluation}.csv`` (columns
+  ``file_name, caption_1..caption_5``) with audio in ``development/``, ``validation/``, ``evaluation/`` (or the
+  ``clotho_audio_<split>/`` folder names). The built-in scenes corpus (``slukd synth scenes``) is written in this
+  layout, plus ``audio_only.csv`` for its caption-free pool.
+- :func:`prepare_audiocaps`: AudioCaps ``{train,val,test}.csv`` (``audiocap_id, youtube_id, start_time, caption``,
+  one row per caption) with audio found under ``<split>/`` or ``audio/<split>/`` as ``<youtube_id>_<start_time>``,
+  ``Y<youtube_id>``, ``<youtube_id>`` or ``<audiocap_id>`` (``.wav``/``.flac``).
+
+Bad rows (missing audio, no caption, missing fields) are skipped, counted and logged with file and line; a file
+without the expected columns raises ``ValueError`` naming the file.
+
+Text: :func:`normalize_caption` lowercases, keeps letters, digits and in-word apostrophes, collapses spaces.
+:class:`WordVocab` maps normalised words to ids (pad 0, bos 1, eos 2, unk 3), captions capped at ``max_words``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from slukd.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FIELDS = ["ID", "wav", "duration", "captions"]
+CLOTHO_SPLITS = {"train": "development", "valid": "validation", "test": "evaluation"}
+AUDIOCAPS_SPLITS = {"train": "train", "valid": "val", "test": "test"}
+AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def normalize_caption(text: str) -> str:
+    """Lowercase; every character other than a-z, 0-9 and in-word apostrophes becomes a space; spaces collapsed."""
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"[^a-z0-9']+", " ", text)
+    text = re.sub(r"(?<![a-z0-9])'|'(?![a-z0-9])", " ", text)
+    return " ".join(text.split())
+
+
+@dataclass
+class SkipStats:
+    """Counts of skipped rows by reason, with the first few locations for the log."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, where: str) -> None:
+        self.counts[reason] += 1
+        if len(self.examples) < 20:
+            self.examples.append(f"{where}: {reason}")
+        logger.warning("skipped %s: %s", where, reason)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _duration(path: Path) -> float:
+    info = sf.info(str(path))
+    return float(info.frames) / float(info.samplerate)
+
+
+def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (json.dumps(r[k]) if k == "captions" else r[k]) for k in MANIFEST_FIELDS})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a manifest written here, with ``duration`` as float and ``captions`` as a list of strings."""
+    path = Path(path)
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = set(MANIFEST_FIELDS) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: not a caption manifest (missing columns {sorted(missing)})")
+        for line, r in enumerate(reader, start=2):
+            try:
+                rows.append(
+                    {
+                        "ID": r["ID"],
+                        "wav": r["wav"],
+                        "duration": float(r["duration"]),
+                        "captions": json.loads(r["captions"]),
+                    }
+                )
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{path}:{line}: bad manifest row ({err})") from err
+    return rows
+
+
+def _split_captioned(
+    rows: list[dict[str, Any]], fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept, dropped): a seeded random ``fraction`` of the clips keeps its captions (the data-scarce option)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"captioned_fraction must be in (0, 1], got {fraction}")
+    if fraction >= 1.0:
+        return rows, []
+    n_keep = max(1, int(round(fraction * len(rows))))
+    perm = np.random.default_rng([seed, 7]).permutation(len(rows))
+    keep = set(perm[:n_keep].tolist())
+    kept = [r for i, r in enumerate(rows) if i in keep]
+    dropped = [dict(r, captions=[]) for i, r in enumerate(rows) if i not in keep]
+    return kept, dropped
+
+
+def _find_dir(base: Path, names: Iterable[str]) -> Path | None:
+    for n in names:
+        if (base / n).is_dir():
+            return base / n
+    return None
+
+
+def read_clotho_csv(csv_path: Path, audio_dir: Path, split: str, stats: SkipStats) -> list[dict[str, Any]]:
+    """Rows of one Clotho caption CSV (``file_name, caption_1..caption_N``) whose audio exists."""
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        cap_cols = sorted((c for c in header if re.fullmatch(r"caption_\d+", c or "")), key=lambda c: int(c[8:]))
+        if "file_name" not in header or not cap_cols:
+            raise ValueError(f"{csv_path}: expected columns file_name, caption_1..caption_5; got {header}")
+        for line, r in enumerate(reader, start=2):
+            where = f"{csv_path}:{line}"
+            name = (r.get("file_name") or "").strip()
+            if not name:
+                stats.skip("empty file_name", where)
+                continue
+            caps = [(r.get(c) or "").strip() for c in cap_cols]
+            caps = [c for c in caps if c]
+            if not caps:
+                stats.skip("no caption", where)
+                continue
+            wav = (audio_dir / name).resolve()
+            if not wav.is_file():
+                stats.skip(f"audio file not found: {wav}", where)
+                continue
+            try:
+                dur = _duration(wav)
+            except Exception as err:  # unreadable audio
+                stats.skip(f"unreadable audio {wav} ({err})", where)
+                continue
+            rows.append(
+                {"ID": f"{split}_{Path(name).stem}", "wav": str(wav), "duration": round(dur, 3), "captions": caps}
+            )
+    return rows
+
+
+def _audio_only_rows(folder: Path, stats: SkipStats, csv_name: str | None = None) -> list[dict[str, Any]]:
+    """An audio-only pool: the files named in ``folder/../<csv_name>`` (column file_name), or every audio file."""
+    rows = []
+    if csv_name is not None:
+        csv_path = folder.parent / csv_name
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if "file_name" not in (reader.fieldnames or []):
+                raise ValueError(f"{csv_path}: expected a file_name column; got {reader.fieldnames}")
+            names = [(line, (r.get("file_name") or "").strip()) for line, r in enumerate(reader, start=2)]
+        where_of = {n: f"{csv_path}:{line}" for line, n in names}
+        paths = [(folder / n) for _, n in names if n]
+    else:
+        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
+        where_of = {}
+    for p in paths:
+        p = p.resolve()
+        if not p.is_file():
+            stats.skip(f"audio file not found: {p}", where_of.get(str(p.name), str(folder)))
+            continue
+        rows.append({"ID": f"audio_only_{p.stem}", "wav": str(p), "duration": round(_duration(p), 3), "captions": []})
+    return rows
+
+
+def prepare_clotho(
+    data_folder: str | os.PathLike,
+    save_folder: str | os.PathLike,
+    audio_only_folder: str | os.PathLike | None = None,
+    captioned_fraction: float = 1.0,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Clotho v2 layout -> ``save_folder/{train,valid,test,audio_only}.csv``. Returns the manifest paths.
+
+    ``audio_only_folder``: extra caption-free clips (every audio file below it). The built-in corpus's
+    ``audio_only.csv`` is used automatically when present. ``captioned_fraction`` < 1 keeps captions for a seeded
+    fraction of the training clips and moves the others to the audio-only manifest.
+    """
+    data, save = Path(data_folder), Path(save_folder)
+    if not data.is_dir():
+        raise FileNotFoundError(f"Clotho data folder not found: {data}")
+    stats = SkipStats()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for split, cname in CLOTHO_SPLITS.items():
+        csv_path = data / f"clotho_captions_{cname}.csv"
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"{csv_path} not found (Clotho v2 layout expected in {data})")
+        audio_dir = _find_dir(data, (cname, f"clotho_audio_{cname}", f"audio/{cname}"))
+        if audio_dir is None:
+            raise FileNotFoundError(f"no audio folder for {cname} in {data} (tried {cname}/, clotho_audio_{cname}/)")
+        out[split] = read_clotho_csv(csv_path, audio_dir, split, stats)
+    pool: list[dict[str, Any]] = []
+    if (data / "audio_only.csv").is_file() and (data / "audio_only").is_dir():
+        pool += _audio_only_rows(data / "audio_only", stats, csv_name="audio_only.csv")
+    if audio_only_folder is not None:
+        pool += _audio_only_rows(Path(audio_only_folder), stats)
+    out["train"], dropped = _split_captioned(out["train"], captioned_fraction, seed)
+    out["audio_only"] = pool + dropped
+    return _finish(
+        save, out, stats, {"corpus": "clotho", "data_folder": str(data), "captioned_fraction": captioned_fraction}
+    )
+
+
+def prepare_audiocaps(
+    data_folder: str | os.PathLike,
+    save_folder: str | os.PathLike,
+    audio_only_folder: str | os.PathLike | None = None,
+    captioned_fraction: float = 1.0,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """AudioCaps CSVs (one row per caption) -> manifests grouped per clip. Returns the manifest paths."""
+    data, save = Path(data_folder), Path(save_folder)
+    if not data.is_dir():
+        raise FileNotFoundError(f"AudioCaps data folder not found: {data}")
+    stats = SkipStats()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for split, aname in AUDIOCAPS_SPLITS.items():
+        csv_path = data / f"{aname}.csv"
+        if not csv_path.is_file():
+            raise FileNotFoundError(f"{csv_path} not found (AudioCaps CSVs expected in {data})")
+        audio_dir = _find_dir(data, (aname, f"audio/{aname}", split, f"audio/{split}")) or data
+        index = {p.stem: p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTS}
+        clips: dict[str, dict[str, Any]] = {}
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            need = {"audiocap_id", "youtube_id", "start_time", "caption"}
+            if not need <= set(reader.fieldnames or []):
+                raise ValueError(f"{csv_path}: expected columns {sorted(need)}; got {reader.fieldnames}")
+            for line, r in enumerate(reader, start=2):
+                where = f"{csv_path}:{line}"
+                yid, start, cap = (r["youtube_id"] or "").strip(), (r["start_time"] or "").strip(), (r["caption"] or "")
+                if not yid or not cap.strip():
+                    stats.skip("missing youtube_id or caption", where)
+                    continue
+                key = f"{yid}_{start}"
+                if key in clips:
+                    clips[key]["captions"].append(cap.strip())
+                    continue
+                cand = [f"{yid}_{start}", f"{yid}_{start}.000", f"Y{yid}", yid, (r["audiocap_id"] or "").strip()]
+                try:
+                    cand.insert(1, f"{yid}_{int(float(start))}")
+                except ValueError:
+                    pass
+                wav = next((index[c] for c in cand if c in index), None)
+                if wav is None:
+                    stats.skip(f"no audio for youtube_id {yid} start {start} in {audio_dir}", where)
+                    continue
+                clips[key] = {
+                    "ID": f"{split}_{key}",
+                    "wav": str(wav.resolve()),
+                    "duration": 0.0,
+                    "captions": [cap.strip()],
+                }
+        for c in clips.values():
+            c["duration"] = round(_duration(Path(c["wav"])), 3)
+        out[split] = list(clips.values())
+    out["train"], dropped = _split_captioned(out["train"], captioned_fraction, seed)
+    pool = _audio_only_rows(Path(audio_only_folder), stats) if audio_only_folder is not None else []
+    out["audio_only"] = pool + dropped
+    return _finish(
+        save, out, stats, {"corpus": "audiocaps", "data_folder": str(data), "captioned_fraction": captioned_fraction}
+    )
+
+
+def _finish(
+    save: Path, out: dict[str, list[dict[str, Any]]], stats: SkipStats, meta: dict[str, Any]
+) -> dict[str, Path]:
+    save.mkdir(parents=True, exist_ok=True)
+    paths = {split: _write_manifest(save / f"{split}.csv", rows) for split, rows in out.items()}
+    summary = dict(meta, clips={s: len(r) for s, r in out.items()}, skipped=dict(stats.counts), examples=stats.examples)
+    atomic_write_json(save / "prepare_summary.json", summary)
+    if stats.total:
+        logger.warning(
+            "prepare skipped %d rows: %s (see %s)", stats.total, dict(stats.counts), save / "prepare_summary.json"
+        )
+    logger.info("caption manifests in %s: %s", save, summary["clips"])
+    return paths
+
+
+class WordVocab:
+    """Word-level caption vocabulary: ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3, then words by frequency."""
+
+    SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
+
+    def __init__(self, words: list[str], max_words: int = 20):
+        self.itos = list(self.SPECIALS) + [w for w in words if w not in self.SPECIALS]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.max_words = max_words
+
+    @classmethod
+    def build(cls, captions: Iterable[str], min_count: int = 1, max_words: int = 20) -> WordVocab:
+        """Words of the normalised captions seen at least ``min_count`` times, most frequent first (ties: a-z)."""
+        counts = Counter(w for c in captions for w in normalize_caption(c).split())
+        words = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        return cls(words, max_words=max_words)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, caption: str, add_eos: bool = True) -> list[int]:
+        """Normalised words -> ids, capped at ``max_words`` words, then ``<eos>`` (no ``<bos>``)."""
+        ids = [self.stoi.get(w, self.unk_id) for w in normalize_caption(caption).split()[: self.max_words]]
+        return ids + [self.eos_id] if add_eos else ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """ids -> text: stops at the first ``<eos>``, drops ``<pad>``/``<bos>``; unknown ids become ``<unk>``."""
+        words = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i in (self.pad_id, self.bos_id):
+                continue
+            words.append(self.itos[i] if 0 <= i < len(self.itos) else "<unk>")
+        return " ".join(words)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, {"itos": self.itos, "max_words": self.max_words})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> WordVocab:
+        try:
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+            itos, max_words = obj["itos"], int(obj["max_words"])
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{path}: not a word vocabulary file ({err})") from err
+        if tuple(itos[:4]) != cls.SPECIALS:
+            raise ValueError(f"{path}: vocabulary must start with {cls.SPECIALS}")
+        return cls(itos[4:], max_words=max_words)

@@ -1,0 +1,100 @@
+"""Clotho / AudioCaps manifests (bad rows are skipped and counted) and the word vocabulary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from slukd.data.captions import WordVocab, normalize_caption, prepare_audiocaps, prepare_clotho, read_manifest
+
+
+def _wav(path, seconds=1.0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.zeros(int(16000 * seconds), dtype=np.float32), 16000)
+
+
+def test_normalize_caption():
+    assert normalize_caption("A Dog's bark, then RAIN!  ") == "a dog's bark then rain"
+    assert normalize_caption("'quoted' words -- and 3 beeps.") == "quoted words and 3 beeps"
+
+
+def test_clotho_with_bad_rows(tmp_path):
+    data = tmp_path / "clotho"
+    header = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
+    for cname in ("development", "validation", "evaluation"):
+        _wav(data / cname / "a.wav", 1.5)
+        _wav(data / cname / "b.wav")
+        rows = [
+            "a.wav,One.,Two.,Three.,Four.,Five.",
+            "missing.wav,x,y,z,u,v",  # no audio -> skipped
+            ",x,y,z,u,v",  # no file name -> skipped
+            "b.wav,,,,,",  # no caption -> skipped
+        ]
+        (data / f"clotho_captions_{cname}.csv").write_text(header + "\n".join(rows) + "\n")
+    paths = prepare_clotho(data, tmp_path / "out")
+    train = read_manifest(paths["train"])
+    assert [r["ID"] for r in train] == ["train_a"]
+    assert train[0]["captions"] == ["One.", "Two.", "Three.", "Four.", "Five."]
+    assert train[0]["duration"] == pytest.approx(1.5)
+    summary = json.loads((tmp_path / "out" / "prepare_summary.json").read_text())
+    assert sum(summary["skipped"].values()) == 9
+    assert any("clotho_captions_development.csv:3" in e for e in summary["examples"])
+    assert read_manifest(paths["audio_only"]) == []
+
+
+def test_clotho_bad_header_and_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        prepare_clotho(tmp_path / "nope", tmp_path / "out")
+    data = tmp_path / "c"
+    for cname in ("development", "validation", "evaluation"):
+        (data / cname).mkdir(parents=True)
+        (data / f"clotho_captions_{cname}.csv").write_text("name,text\nx,y\n")
+    with pytest.raises(ValueError, match="clotho_captions_development.csv: expected columns"):
+        prepare_clotho(data, tmp_path / "out")
+
+
+def test_audiocaps_grouping_and_bad_rows(tmp_path):
+    data = tmp_path / "ac"
+    header = "audiocap_id,youtube_id,start_time,caption\n"
+    for name in ("train", "val", "test"):
+        _wav(data / name / "abc_30.wav")
+        _wav(data / name / "Yxyz.flac")
+        rows = [
+            "1,abc,30,A dog barks.",
+            "2,abc,30,A dog is barking.",
+            "3,xyz,0,Rain falls.",
+            "4,nope,10,No audio here.",  # skipped
+            "5,xyz,0,",  # caption missing -> skipped
+        ]
+        (data / f"{name}.csv").write_text(header + "\n".join(rows) + "\n")
+    paths = prepare_audiocaps(data, tmp_path / "out", captioned_fraction=0.5, seed=0)
+    test = read_manifest(paths["test"])
+    assert {r["ID"]: r["captions"] for r in test} == {
+        "test_abc_30": ["A dog barks.", "A dog is barking."],
+        "test_xyz_0": ["Rain falls."],
+    }
+    assert len(read_manifest(paths["train"])) == 1  # half of the two training clips keep captions
+    pool = read_manifest(paths["audio_only"])
+    assert len(pool) == 1 and pool[0]["captions"] == []
+    (data / "val.csv").write_text("youtube_id,caption\nabc,x\n")
+    with pytest.raises(ValueError, match="val.csv"):
+        prepare_audiocaps(data, tmp_path / "out2")
+
+
+def test_word_vocab_roundtrip(tmp_path):
+    vocab = WordVocab.build(["A dog barks.", "a dog runs", "Rain!"], max_words=3)
+    assert vocab.itos[:6] == ["<pad>", "<bos>", "<eos>", "<unk>", "a", "dog"]
+    ids = vocab.encode("A dog barks loudly today")
+    assert len(ids) == 4 and ids[-1] == vocab.eos_id  # capped at 3 words + eos
+    assert vocab.decode(ids) == "a dog barks"
+    assert vocab.decode([vocab.bos_id, vocab.stoi["rain"], vocab.eos_id, vocab.stoi["dog"]]) == "rain"
+    assert vocab.encode("zebra", add_eos=False) == [vocab.unk_id]
+    vocab.save(tmp_path / "v.json")
+    again = WordVocab.load(tmp_path / "v.json")
+    assert again.itos == vocab.itos and again.max_words == 3
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="bad.json"):
+        WordVocab.load(tmp_path / "bad.json")
