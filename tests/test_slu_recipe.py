@@ -1,0 +1,133 @@
+"""The class-incremental SLU recipe end to end on a tiny generated SLURP-layout corpus (tones, 4 scenarios)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from slukd.continual.loop import TaskOrderError, load_hparams, main
+
+REPO = Path(__file__).resolve().parent.parent
+HP = REPO / "hparams" / "slurp_incremental"
+
+SENTENCES = {
+    ("email", "sendemail"): ("send an email to {x}", "person", ["bob", "anna", "tom"]),
+    ("qa", "factoid"): ("who is {x}", "person", ["bob", "anna", "tom"]),
+    ("alarm", "set"): ("wake me up at {x}", "time", ["six", "seven", "noon"]),
+    ("weather", "query"): ("is it raining in {x}", "place_name", ["paris", "rome", "oslo"]),
+}
+FREQ = {"email": 300.0, "qa": 600.0, "alarm": 900.0, "weather": 1200.0}
+
+
+def make_corpus(root: Path, per_split: dict[str, int]) -> Path:
+    """SLURP layout: dataset/slurp/{train,devel,test}.jsonl + slurp_real/*.flac (a tone per scenario + noise)."""
+    rng = np.random.default_rng(0)
+    (root / "dataset" / "slurp").mkdir(parents=True)
+    (root / "slurp_real").mkdir()
+    sid = 0
+    for split, n in per_split.items():
+        lines = []
+        for (scen, act), (tmpl, etype, fillers) in SENTENCES.items():
+            for k in range(n):
+                filler = fillers[k % len(fillers)]
+                words = tmpl.format(x=filler).split()
+                t = np.arange(int(16000 * 0.4)) / 16000
+                wav = 0.3 * np.sin(2 * np.pi * FREQ[scen] * t) + 0.01 * rng.standard_normal(t.shape)
+                name = f"audio-{sid}.flac"
+                sf.write(root / "slurp_real" / name, wav.astype(np.float32), 16000)
+                lines.append(
+                    {
+                        "slurp_id": sid,
+                        "sentence": " ".join(words),
+                        "scenario": scen,
+                        "action": act,
+                        "tokens": [{"surface": w} for w in words],
+                        "entities": [{"type": etype, "span": [len(words) - 1]}],
+                        "recordings": [{"file": name}],
+                    }
+                )
+                sid += 1
+        (root / "dataset" / "slurp" / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root
+
+
+TINY = [
+    "--corpus=slurp",
+    "--number_of_epochs=1",
+    "--batch_size=4",
+    "--eval_batch_size=8",
+    "--d_model=32",
+    "--nhead=2",
+    "--num_encoder_layers=1",
+    "--num_decoder_layers=1",
+    "--d_ffn=64",
+    "--n_mels=20",
+    "--vocab_size=60",
+    "--max_decode_len=12",
+    "--test_beam_size=2",
+    "--pseudo_beam_size=2",
+    "--memory_per_class=2",
+    "--precision=fp32",
+    "--eval_precision=fp32",
+    "--noprogressbar",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("slurp"), {"train": 3, "devel": 1, "test": 1})
+
+
+def _order(tmp_path: Path) -> Path:
+    p = tmp_path / "order.txt"
+    p.write_text("email qa\nalarm weather\n", encoding="utf-8")
+    return p
+
+
+def test_row_files_load_and_unknown_key_fails():
+    hp, text = load_hparams(HP / "seq_kd.yaml", "seed: 3")
+    assert hp["row"] == "seq_kd" and hp["seed"] == 3 and hp["seq_kd_weight"] == 1.0
+    assert hp["output_folder"] == "results/slurp_incremental/seq_kd/seed3"
+    assert "seq_kd_weight: 1.0" in text
+    for row in ("joint", "finetune", "rehearsal_random", "rehearsal_herding", "rehearsal_5pct", "audio_kd", "tok_kd",
+                "audio_seq_kd", "seq_tok_kd", "all_kd"):  # fmt: skip
+        assert load_hparams(HP / f"{row}.yaml")[0]["row"] == row
+    with pytest.raises(KeyError):
+        load_hparams(HP / "seq_kd.yaml", "no_such_key: 1")
+
+
+def test_two_tasks_seq_kd_smoke_and_resume(tmp_path, tiny_corpus):
+    out = tmp_path / "run"
+    argv = [str(HP / "seq_kd.yaml"), f"--data_folder={tiny_corpus}", f"--output_folder={out}",
+            f"--order={_order(tmp_path)}", *TINY]  # fmt: skip
+    # --task 2 before task 1 is a clear error
+    with pytest.raises(TaskOrderError, match="needs task 1 finished"):
+        main([*argv, "--task=2"])
+    assert main([*argv, "--task=1"]) == 0
+    assert (out / "task1" / "DONE").is_file() and not (out / "task2").exists()
+    assert main(argv) == 0
+    for name in ("report.md", "report.csv", "matrix_intent_acc.csv", "acc_matrix.png", "run_info.json",
+                 "hparams_resolved.yaml", "memory_after_task1.json", "task2/predictions.jsonl"):  # fmt: skip
+        assert (out / name).is_file(), name
+    step2 = json.loads((out / "results" / "step2.json").read_text())
+    assert [p["task"] for p in step2["per_task"]] == [1, 2]
+    assert step2["seen"]["n"] == 4
+    preds = (out / "task2" / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 4 and {"file", "scenario", "action", "entities"} <= set(json.loads(preds[0]))
+    # seq-KD pseudo-labels of the 4 memory items (2 per scenario of task 1) were cached once
+    cache = list((out / "task2" / "pseudo").glob("pseudo_*.json"))
+    assert len(cache) == 1 and json.loads(cache[0].read_text())["n"] == 4
+    # a rerun is a no-op that leaves the results identical (no duplicated lines)
+    before = (out / "report.csv").read_text()
+    assert main(argv) == 0
+    assert (out / "report.csv").read_text() == before
+    assert len((out / "task2" / "predictions.jsonl").read_text().splitlines()) == 4
+    # another setting in the same folder is refused
+    from slukd.utils.run import IncompatibleRunError
+
+    with pytest.raises(IncompatibleRunError):
+        main([*argv, "--lr=0.5"])
