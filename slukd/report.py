@@ -99,20 +99,23 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _continual(r: Sequence[Sequence[float | None]]):
+    from slukd.metrics.continual import ContinualMetrics
+
+    m = [[float("nan") if v is None else float(v) for v in row] for row in r]
+    return ContinualMetrics.from_matrix(m, higher_is_better=True)
+
+
 def backward_transfer(r: Sequence[Sequence[float | None]]) -> float:
-    """BWT = mean over j < T-1 of R[T-1][j] - R[j][j] (NaN for a single step)."""
-    t = len(r)
-    if t < 2:
-        return float("nan")
-    return _mean([r[-1][j] - r[j][j] for j in range(t - 1)])
+    """BWT = mean over j < T-1 of R[T-1][j] - R[j][j] (NaN for a single step); :mod:`slukd.metrics.continual`."""
+    bwt = _continual(r).bwt if len(r) > 1 else None
+    return float("nan") if bwt is None else bwt
 
 
 def forgetting(r: Sequence[Sequence[float | None]]) -> float:
-    """Average forgetting = mean over j < T-1 of max_{i<T-1} R[i][j] - R[T-1][j] (NaN for a single step)."""
-    t = len(r)
-    if t < 2:
-        return float("nan")
-    return _mean([max(r[i][j] for i in range(j, t - 1)) - r[-1][j] for j in range(t - 1)])
+    """Average forgetting = mean over j < T-1 of max_{j<=i<T-1} R[i][j] - R[T-1][j] (NaN for a single step)."""
+    f = _continual(r).forgetting if len(r) > 1 else None
+    return float("nan") if f is None else f
 
 
 def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
