@@ -162,6 +162,37 @@ def _save_state(model: torch.nn.Module, path: Path) -> None:
     os.replace(tmp, path)
 
 
+COMPLETE_MARKER = "COMPLETE"
+
+
+class CompleteCheckpointer(sb.utils.checkpoints.Checkpointer):
+    """A SpeechBrain Checkpointer whose checkpoints count only once fully written.
+
+    SpeechBrain writes ``CKPT.yaml`` first and the parameter files after it, so a job killed while saving leaves a
+    folder that ``recover_if_possible`` would try (and fail) to load. Here a ``COMPLETE`` marker is written last;
+    folders without it are ignored and deleted (main process) when the checkpointer is created.
+    """
+
+    def __init__(self, checkpoints_dir, *args, **kwargs):
+        super().__init__(checkpoints_dir, *args, **kwargs)
+        if if_main_process() and self.checkpoints_dir.is_dir():
+            import shutil
+
+            for d in sorted(self.checkpoints_dir.glob("CKPT+*")):
+                if d.is_dir() and not (d / COMPLETE_MARKER).is_file():
+                    logger.warning("removing incomplete checkpoint %s (interrupted while saving)", d)
+                    shutil.rmtree(d)
+
+    def save_checkpoint(self, *args, **kwargs):
+        ckpt = super().save_checkpoint(*args, **kwargs)
+        if ckpt is not None:
+            atomic_write_text(Path(ckpt.path) / COMPLETE_MARKER, "ok\n")
+        return ckpt
+
+    def list_checkpoints(self):
+        return [c for c in super().list_checkpoints() if (Path(c.path) / COMPLETE_MARKER).is_file()]
+
+
 class TaskLoop:
     """Runs the tasks of one run folder (see the module docstring)."""
 
@@ -296,14 +327,14 @@ class TaskLoop:
         use_kd = t > 0 and bool(kd.active_terms) and bool(mem_ids)
         teacher = Teacher(model) if use_kd else None
         pseudo: dict[str, list[int]] = {}
+        t_pseudo = time.perf_counter()
         if use_kd and kd.active("seq"):
             pseudo = self._pseudo_labels(teacher, mem_rows, tdir, PseudoLabeler)
+        self._pseudo_s = time.perf_counter() - t_pseudo
 
         max_len = hp["max_decode_len"]
         counter = sb.utils.epoch_loop.EpochCounter(limit=hp["number_of_epochs"])
-        checkpointer = sb.utils.checkpoints.Checkpointer(
-            tdir / "save", recoverables={"model": model, "counter": counter}
-        )
+        checkpointer = CompleteCheckpointer(tdir / "save", recoverables={"model": model, "counter": counter})
         opt_class = functools.partial(torch.optim.AdamW, lr=hp["lr"], weight_decay=hp["weight_decay"])
         brain = SLUBrain(
             modules={"model": model},
@@ -415,6 +446,7 @@ class TaskLoop:
             "best_checkpoint": best_meta,
             "epoch_s": [e for e in epoch_s if e is not None],
             "train_s": train_s,
+            "pseudo_s": getattr(self, "_pseudo_s", 0.0),
             "eval_s": eval_s,
             "wall_s": train_s + eval_s,
             "peak_rss_mb": peak_rss_mb(),
