@@ -53,3 +53,13 @@ def test_sum_mode_and_term_checks():
         KDObjective({"x": -1})
     # no KD terms configured: total = sup
     assert KDObjective().__call__(torch.tensor(2.0))[0].item() == 2.0
+
+
+def test_built_from_hyperpyyaml():
+    from hyperpyyaml import load_hyperpyyaml
+
+    hp = load_hyperpyyaml("kd: !new:slukd.distill.KDObjective\n  mode: alpha\n  weights: {audio: 1.0, seq: 0.5}\n")
+    obj = hp["kd"]
+    assert obj.mode == "alpha" and obj.weights == {"audio": 1.0, "seq": 0.5}
+    total, _ = obj(torch.tensor(1.0), {"audio": torch.tensor(2.0), "seq": torch.tensor(2.0)}, alpha=1.0)
+    assert total.item() == pytest.approx(3.0)

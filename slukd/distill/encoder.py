@@ -255,7 +255,9 @@ class EncoderContrastive(_Projected):
             ids_list = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
             if len(ids_list) != batch:
                 raise ValueError(f"ids must have one entry per item: {len(ids_list)} ids for batch {batch}")
-            same = torch.tensor([[a == b for b in ids_list] for a in ids_list], dtype=torch.bool, device=logits.device)
+            codes: dict = {}
+            code = torch.tensor([codes.setdefault(i, len(codes)) for i in ids_list], device=logits.device)
+            same = code.unsqueeze(0) == code.unsqueeze(1)  # [B, B]
             same.fill_diagonal_(False)
             logits = logits.masked_fill(same, float("-inf"))
         idx = torch.nonzero(keep).squeeze(1)
