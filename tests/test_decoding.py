@@ -199,6 +199,9 @@ def test_decode_batch_from_waveforms_and_bf16():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         res = decode_batch(m, wavs, lens, beam_size=3)
     assert len(res) == 3 and all(all(0 <= t < V for t in r) for r in res)
+    # a bf16 encoder output decodes outside autocast too (cast to the decoder's dtype)
+    res16 = beam_search(m, enc.to(torch.bfloat16), lens, beam_size=3)
+    assert len(res16) == 3 and all(len(h[0].tokens) <= f for h, f in zip(res16, frames))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -128,7 +128,8 @@ def greedy_search(
         rows = seq[done].tolist()
         for j, toks in zip(done, rows):
             out[active[j]] = toks[:-1] if ended[j] else toks
-        keep = [j for j in range(len(active)) if j not in set(done)]
+        done_set = set(done)
+        keep = [j for j in range(len(active)) if j not in done_set]
         active = [active[j] for j in keep]
         if active:
             idx = torch.tensor(keep, device=enc.device)

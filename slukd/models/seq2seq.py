@@ -356,16 +356,24 @@ class Seq2Seq(nn.Module):
         pe = self.positional_encoding.pe[:, start : start + tokens.shape[1]]
         return x + pe.to(x.dtype)
 
+    def _memory(self, enc: Tensor) -> Tensor:
+        """Encoder output projected to d_model; cast to the decoder's dtype outside autocast (e.g. a bf16 enc)."""
+        mem = self.enc_proj(enc)
+        if not torch.is_autocast_enabled(mem.device.type):
+            mem = mem.to(self.out_lin.weight.dtype)
+        return mem
+
     def decoder_hidden(self, enc: Tensor, enc_lens: Tensor | None, tokens: Tensor) -> Tensor:
         """Full-prefix decoder pass: final-norm hidden states [B, L, d_model].
 
         enc_lens: absolute valid encoder frames [B] (None = all valid). Self-attention is causal (pad tokens only ever
         follow real tokens, so the causal mask already hides them from real positions); encoder padding is masked.
         """
-        mem = self.enc_proj(enc)
+        mem = self._memory(enc)
         mem_pad = None
         if enc_lens is not None:
             mem_pad = torch.arange(mem.shape[1], device=mem.device)[None, :] >= enc_lens.to(mem.device)[:, None]
+            mem_pad[:, 0] = False  # an utterance shorter than one encoder frame still attends to its first frame
         hidden, _, _ = self.decoder(
             self._embed(tokens.long()),
             mem,
@@ -398,8 +406,10 @@ class Seq2Seq(nn.Module):
         enc [B, T', D], wav_lens [B]; ``group`` rows per item (the beam size), so the state has N = B * group rows.
         """
         _check_lens(enc, wav_lens, "Seq2Seq.init_state")
-        mem = self.enc_proj(enc)
-        keep = length_mask(wav_lens, mem.shape[1])[:, None, None, :]
+        mem = self._memory(enc)
+        keep = length_mask(wav_lens, mem.shape[1])
+        keep[:, 0] = True  # as in decoder_hidden
+        keep = keep[:, None, None, :]
         cross_k, cross_v = [], []
         for layer in self.decoder.layers:
             mha = layer.multihead_attn.att
