@@ -168,8 +168,8 @@ def beam_search(
     inp = torch.full((b * k,), model.bos_index, dtype=torch.long, device=dev)
     seq = torch.empty(b * k, 0, dtype=torch.long, device=dev)
     offsets = torch.arange(b, device=dev)[:, None] * k
-    # finished[i]: list of (seq row tensor, score, ended_with_eos) in SpeechBrain's insertion order
-    finished: list[list[tuple[Tensor, float, bool]]] = [[] for _ in range(b)]
+    # finished[i]: list of (tokens incl. a final eos if ended, score, ended_with_eos) in SpeechBrain's insertion order
+    finished: list[list[tuple[list[int], float, bool]]] = [[] for _ in range(b)]
     t = 0
     while active:
         n_a = len(active)
@@ -214,7 +214,7 @@ def beam_search(
                     recs.append((i, top_cpu[j][kk], False))
                     n_have += 1
             if rows:
-                kept = seq.index_select(0, torch.tensor(rows, device=dev))
+                kept = seq.index_select(0, torch.tensor(rows, device=dev)).tolist()  # one transfer per event
                 for row, (i, score, ended) in zip(kept, recs):
                     finished[i].append((row, score, ended))
         sum_scores = sum_scores.masked_fill(is_eos, float("-inf"))
@@ -240,8 +240,7 @@ def beam_search(
         order = scores_i.topk(min(nbest, len(finished[i]))).indices.tolist()
         hyps = []
         for o in order:
-            row, score, ended = finished[i][o]
-            toks = row.tolist()
+            toks, score, ended = finished[i][o]
             if ended or speechbrain_compat:
                 toks = toks[:-1]
             hyps.append(Hypothesis(tokens=toks, score=score, finished=ended))
