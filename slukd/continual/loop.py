@@ -353,6 +353,7 @@ class TaskLoop:
         brain.decode_fn = functools.partial(greedy_decode, max_len=max_len)
         brain.gold_intent = {r["ID"]: r["intent"] for r in valid_rows}
         brain.train_logger = sb.utils.train_logger.FileTrainLogger(save_file=str(tdir / "train_log.txt"))
+        brain.epoch_times_path = tdir / "epoch_times.json"
         sampler = ReproducibleRandomSampler(train_ds, seed=hp["seed"] * 7919 + t)
         brain.sampler = sampler
         brain.fit(
@@ -366,7 +367,9 @@ class TaskLoop:
         if best is None:
             raise RuntimeError(f"{tdir / 'save'}: no checkpoint after training task {t + 1}")
         logger.info("task %d: best checkpoint %s (meta %s)", t + 1, best.path.name, best.meta)
-        epoch_s = [c.meta.get("epoch_s") for c in checkpointer.list_checkpoints()]
+        times_path = tdir / "epoch_times.json"
+        times = json.loads(times_path.read_text(encoding="utf-8")) if times_path.is_file() else {}
+        epoch_s = [times[k] for k in sorted(times, key=int)]
         model = brain.modules.model
         model = getattr(model, "module", model)  # unwrap DDP
         train_s = time.perf_counter() - t0

@@ -18,8 +18,10 @@ epoch is set, so resuming from an end-of-epoch checkpoint reproduces an uninterr
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import speechbrain as sb
@@ -27,6 +29,7 @@ import torch
 
 from slukd.data.target import parse
 from slukd.distill import seq_targets, sequence_nll
+from slukd.utils.io import atomic_write_json
 from slukd.utils.run import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class SLUBrain(sb.Brain):
     gold_intent: dict[str, str] | None = None
     sampler: Any = None
     train_logger: Any = None
+    epoch_times_path: Any = None
 
     # ------------------------------------------------------------------ forward / loss
     def compute_forward(self, batch, stage):
@@ -147,9 +151,18 @@ class SLUBrain(sb.Brain):
             self._valid_total = 0
             self._valid_loss_items = 0
 
+    def _record_epoch_time(self, epoch: int, seconds: float) -> None:
+        """Keep {epoch: training seconds} in a JSON file (rewritten atomically; a resumed task keeps old epochs)."""
+        path = Path(self.epoch_times_path)
+        times = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        times[str(epoch)] = seconds
+        atomic_write_json(path, times)
+
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
             self.train_stats = {"loss": float(stage_loss), "epoch_s": time.perf_counter() - self._epoch_start}
+            if self.epoch_times_path is not None and sb.utils.distributed.if_main_process():
+                self._record_epoch_time(int(epoch or 0), self.train_stats["epoch_s"])
             return
         if stage != sb.Stage.VALID:
             return
