@@ -98,6 +98,8 @@ def test_row_files_load_and_unknown_key_fails():
         assert load_hparams(HP / f"{row}.yaml")[0]["row"] == row
     with pytest.raises(KeyError):
         load_hparams(HP / "seq_kd.yaml", "no_such_key: 1")
+    gpu, _ = load_hparams(HP / "seq_kd.yaml", "base: base_gpu.yaml")  # --base base_gpu.yaml
+    assert gpu["row"] == "seq_kd" and gpu["corpus"] == "slurp" and gpu["d_model"] == 256
 
 
 def test_two_tasks_seq_kd_smoke_and_resume(tmp_path, tiny_corpus):
@@ -131,3 +133,55 @@ def test_two_tasks_seq_kd_smoke_and_resume(tmp_path, tiny_corpus):
 
     with pytest.raises(IncompatibleRunError):
         main([*argv, "--lr=0.5"])
+
+
+def _tone_argv(corpus: Path, out: Path, order: Path, row: str, epochs: int) -> list[str]:
+    args = [a for a in TINY if not a.startswith(("--number_of_epochs", "--noprogressbar"))]
+    return [str(HP / f"{row}.yaml"), f"--data_folder={corpus}", f"--output_folder={out}", f"--order={order}", *args,
+            f"--number_of_epochs={epochs}", "--lr=0.003", "--warmup_steps=20", "--noprogressbar"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_finetune_forgets_and_rehearsal_remembers(tmp_path):
+    corpus = make_corpus(tmp_path / "c", {"train": 12, "devel": 3, "test": 3})
+    order = _order(tmp_path)
+    acc = {}
+    for row in ("finetune", "rehearsal_random"):
+        assert main(_tone_argv(corpus, tmp_path / row, order, row, 25)) == 0
+        steps = [json.loads((tmp_path / row / "results" / f"step{k}.json").read_text()) for k in (1, 2)]
+        acc[row] = (steps[0]["per_task"][0]["intent_acc"], steps[1]["per_task"][0]["intent_acc"])
+    assert acc["finetune"][0] >= 0.8 and acc["rehearsal_random"][0] >= 0.8  # task 1 really learned
+    assert acc["finetune"][1] <= 0.2  # fine-tuning forgets task 1
+    assert acc["rehearsal_random"][1] >= 0.8  # rehearsal keeps it
+
+
+@pytest.mark.slow
+def test_kill_during_task2_then_rerun_equals_uninterrupted(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = make_corpus(tmp_path / "c", {"train": 12, "devel": 3, "test": 3})
+    order = _order(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def cmd(out):
+        return [sys.executable, str(REPO / "recipes" / "slurp_incremental.py"),
+                *_tone_argv(corpus, out, order, "seq_kd", 6)]  # fmt: skip
+
+    subprocess.run(cmd(tmp_path / "a"), env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(cmd(tmp_path / "b"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list((tmp_path / "b" / "task2" / "save").glob("CKPT*")) and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd(tmp_path / "b"), env=env, check=True, capture_output=True)
+    volatile = {"epoch_s", "train_s", "eval_s", "wall_s", "pseudo_s", "peak_rss_mb", "best_checkpoint"}
+    for k in (1, 2):
+        a, b = (json.loads((tmp_path / r / "results" / f"step{k}.json").read_text()) for r in ("a", "b"))
+        assert {x: v for x, v in a.items() if x not in volatile} == {x: v for x, v in b.items() if x not in volatile}
+    pa, pb = ((tmp_path / r / "task2" / "predictions.jsonl").read_text() for r in ("a", "b"))
+    assert pa == pb
