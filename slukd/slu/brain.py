@@ -64,15 +64,19 @@ class SLUBrain(sb.Brain):
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         tokens_bos, _ = batch.tokens_bos
-        model = self.modules.model
-        enc = model.encode(wavs, lens)
-        logits = model.decode(enc, lens, tokens_bos)
-        out = {"enc": enc, "logits": logits, "lens": lens}
-        if self.hparams.ctc_weight > 0 and stage == sb.Stage.TRAIN:
-            out["ctc"] = model.ctc_log_probs(enc)
+        res = self.modules.model(wavs, lens, tokens_bos)  # forward() goes through the DDP wrapper when there is one
+        out = {"enc": res.enc, "logits": res.logits, "lens": lens}
+        if self.hparams.ctc_weight > 0 and stage == sb.Stage.TRAIN and res.ctc_log_probs is not None:
+            out["ctc"] = res.ctc_log_probs
         if stage == sb.Stage.VALID and self.decode_fn is not None:
-            out["hyps"] = self.decode_fn(model, enc, lens)
+            out["hyps"] = self.decode_fn(self._model, res.enc, lens)
         return out
+
+    @property
+    def _model(self):
+        """The student without its DDP wrapper (for decoding and the extra seq-KD decoder pass)."""
+        m = self.modules.model
+        return getattr(m, "module", m)
 
     def _supervised(self, out, batch):
         tokens_eos, eos_lens = batch.tokens_eos
@@ -126,7 +130,7 @@ class SLUBrain(sb.Brain):
                     [labels[k] for k in keep], self.tokenizer.bos_id, self.tokenizer.eos_id, 0, device=self.device
                 )
                 sel = rows[keep]
-                logits = self.modules.model.decode(out["enc"][sel], lens[sel], st.tokens_bos)
+                logits = self._model.decode(out["enc"][sel], lens[sel], st.tokens_bos)
                 kd_terms["seq"] = sequence_nll(torch.log_softmax(logits.float(), -1), st.tokens_eos, lens=st.lens)
             else:
                 kd_terms["seq"] = sup.new_zeros(())
