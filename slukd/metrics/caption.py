@@ -139,5 +139,5 @@ def caption_metrics(
             except (subprocess.SubprocessError, OSError, ValueError, KeyError) as err:
                 out["skipped"]["SPICE"] = out["skipped"]["SPIDEr"] = f"SPICE failed: {err}"
     for name, why in out["skipped"].items():
-        logger.info("%s skipped: %s", name, why)
+        logger.debug("%s skipped: %s", name, why)
     return out

@@ -1,0 +1,137 @@
+"""Captioning inference speed: teacher vs student (encoder + batched beam-3 decoding), same clips and batch size.
+
+    PYTHONPATH=. python benchmarks/caption_speed.py                       # paper-size pair on the CPU
+    PYTHONPATH=. python benchmarks/caption_speed.py --device cuda --batch_size 32
+    PYTHONPATH=. python benchmarks/caption_speed.py --preset demo         # the demo pair of hparams/captioning_kd
+
+Both models run through slukd's batched beam search with a key/value cache (``slukd.models.decoding``), on the same
+deterministic clips (``--seconds`` long, 16 kHz) and batch size, with random weights: to make the work independent of
+what random weights would emit, every clip is decoded for exactly ``--max_len`` tokens (EOS is blocked before, as a
+trained captioner capped at 20 words would at most do). Timings are medians over ``--repeats`` passes, teacher and
+student alternating, after a warm-up pass. Prints parameters, ms per clip (encoder / decoding / total) and the
+teacher/student ratio. Needs only torch + speechbrain (and this repository on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from slukd.captioning.models import build_model
+from slukd.models.decoding import beam_search
+from slukd.models.seq2seq import count_parameters
+
+FRONT = {"n_mels": 64, "win_length_ms": 32.0, "hop_length_ms": 10.0}
+PRESETS = {
+    # paper-size pair: teacher ~170M (the paper's HTSAT + BART-base), student ~11-12M (EfficientNet-B2 + 2-layer d256)
+    "paper": {
+        "vocab": 4400,
+        "teacher": dict(encoder="transformer", d_model=768, nhead=12, num_encoder_layers=15, num_decoder_layers=6,
+                        d_ffn=3072, cnn_channels=[32, 32], dropout=0.0, **FRONT),
+        "student": dict(encoder="cnn", d_model=256, nhead=4, num_decoder_layers=2, d_ffn=1024, dropout=0.0,
+                        cnn={"width": 1.1, "depth": 1.2, "time_stride_stages": [0, 2, 3]}, **FRONT),
+    },
+    # the demo pair of hparams/captioning_kd/demo_base.yaml
+    "demo": {
+        "vocab": 120,
+        "teacher": dict(encoder="conformer", d_model=144, nhead=4, num_encoder_layers=4, num_decoder_layers=2,
+                        d_ffn=576, cnn_channels=[16, 16], dropout=0.0, hop_length_ms=20.0, win_length_ms=40.0),
+        "student": dict(encoder="cnn", d_model=256, nhead=4, num_decoder_layers=2, d_ffn=1024, dropout=0.0,
+                        hop_length_ms=20.0, win_length_ms=40.0,
+                        cnn={"width": 0.25, "depth": 0.5, "max_stages": 4, "time_stride_stages": [0, 2],
+                             "head_channels": 256}),
+    },
+}  # fmt: skip
+
+
+def make_clips(n: int, seconds: float, seed: int = 0) -> torch.Tensor:
+    """n deterministic clips [n, S]: a few tones with random pitch plus noise (content does not matter for timing)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * 16000)) / 16000.0
+    f = 200 + 1800 * torch.rand(n, 3, generator=g)
+    x = torch.sin(2 * torch.pi * f[:, :, None] * t).sum(1) / 3
+    return (x + 0.1 * torch.randn(n, t.numel(), generator=g)).float()
+
+
+@torch.inference_mode()
+def run_once(model, clips: torch.Tensor, batch_size: int, beam: int, max_len: int, device, bf16: bool):
+    """Seconds spent in the encoder and in decoding for all clips."""
+    enc_s = dec_s = 0.0
+    for start in range(0, clips.shape[0], batch_size):
+        wavs = clips[start : start + batch_size].to(device)
+        lens = torch.ones(wavs.shape[0], device=device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            _sync(device)
+            t0 = time.perf_counter()
+            enc = model.encode(wavs, lens)
+            _sync(device)
+            t1 = time.perf_counter()
+            hyps = beam_search(model, enc, lens, beam_size=beam, max_len=max_len, min_decode_ratio=1.0)
+            _sync(device)
+            t2 = time.perf_counter()
+        assert all(len(h[0].tokens) == max_len for h in hyps), "decoding did not run the fixed number of steps"
+        enc_s += t1 - t0
+        dec_s += t2 - t1
+    return enc_s, dec_s
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--n_clips", type=int, default=16)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--beam", type=int, default=3)
+    p.add_argument("--max_len", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for both models")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available", file=sys.stderr)
+        return 2
+    preset = PRESETS[args.preset]
+    torch.manual_seed(0)
+    models = {name: build_model(preset[name], preset["vocab"]).to(device).eval() for name in ("teacher", "student")}
+    clips = make_clips(args.n_clips, args.seconds)
+    params = {k: count_parameters(m) for k, m in models.items()}
+    print(
+        f"preset={args.preset} device={device} {torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}"
+        f" threads={torch.get_num_threads()} clips={args.n_clips}x{args.seconds:g}s batch={args.batch_size}"
+        f" beam={args.beam} tokens={args.max_len} bf16={args.bf16}"
+    )
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in models}
+    for m in models.values():  # warm-up
+        run_once(m, clips[: args.batch_size], args.batch_size, args.beam, args.max_len, device, args.bf16)
+    for _ in range(args.repeats):
+        for name, m in models.items():
+            times[name].append(run_once(m, clips, args.batch_size, args.beam, args.max_len, device, args.bf16))
+    ms = {}
+    print(f"{'model':8s} {'params':>10s} {'enc ms/clip':>12s} {'dec ms/clip':>12s} {'total ms/clip':>14s}")
+    for name in models:
+        enc = statistics.median(t[0] for t in times[name]) * 1000 / args.n_clips
+        dec = statistics.median(t[1] for t in times[name]) * 1000 / args.n_clips
+        tot = statistics.median(t[0] + t[1] for t in times[name]) * 1000 / args.n_clips
+        ms[name] = tot
+        print(f"{name:8s} {params[name] / 1e6:9.2f}M {enc:12.1f} {dec:12.1f} {tot:14.1f}")
+    ratio = ms["teacher"] / ms["student"]
+    print(f"speed-up (teacher ms / student ms per clip): {ratio:.1f}x   parameters ratio: "
+          f"{params['teacher'] / params['student']:.1f}x")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
