@@ -1,0 +1,380 @@
+"""SLURP (or any corpus in SLURP's layout) -> SpeechBrain CSV manifests, one row per recording.
+
+Layout read (SLURP's own; the built-in corpus uses the same)::
+
+    DATA/dataset/slurp/{train,train_synthetic,devel,test}.jsonl     (or DATA/{split}.jsonl)
+    DATA/slurp_real/*.flac, DATA/slurp_synth/*.flac                 (or DATA/audio/slurp_real, ...)
+
+Manifest columns: ID, wav (``$data_root/slurp_real/<file>``), duration (seconds from the FLAC header; -1 when
+audio is not checked), slurp_id, scenario, action, intent (= scenario_action, never the raw ``intent`` field),
+transcript (lowercased, whitespace-normalised ``sentence``), entities (JSON list of {"type","filler"} in span order,
+filler = lowercased span tokens joined by single spaces), target (:func:`slukd.data.target.serialise`).
+
+Manifests go to ``out_dir`` (never into the data folder), with ``prepare_report.json`` (rows per split, skips by
+reason). Bad input raises :class:`SlurpFormatError` naming file and line, or with ``skip_bad=True`` is skipped,
+logged and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from slukd.data.target import SLURP_ENTITY_TYPES, SLURP_SCENARIO_ACTIONS, normalise_text, serialise
+from slukd.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "train_synthetic", "devel", "test")
+COLUMNS = ["ID", "wav", "duration", "slurp_id", "scenario", "action", "intent", "transcript", "entities", "target"]
+REPORT_NAME = "prepare_report.json"
+_ENTITY_SET = frozenset(SLURP_ENTITY_TYPES)
+
+
+class SlurpFormatError(ValueError):
+    """Bad SLURP input; the message names the file and line."""
+
+
+@dataclass
+class PrepareReport:
+    """What :func:`prepare_slurp` did: rows written per split and skips by reason.
+
+    ``skipped`` counts sentences (jsonl lines) for sentence-level reasons and recordings for audio reasons
+    (``missing_audio``, ``unreadable_audio``, ``too_long``, ``not_headset`` are per recording).
+    """
+
+    rows: dict[str, int] = field(default_factory=dict)
+    sentences: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+    missing_splits: list[str] = field(default_factory=list)
+    unknown_labels: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    audio_check: bool = True
+
+    def total_skipped(self) -> int:
+        return sum(sum(v.values()) for v in self.skipped.values())
+
+
+def find_jsonl(data_folder: Path, split: str) -> Path | None:
+    """``DATA/dataset/slurp/<split>.jsonl`` or ``DATA/<split>.jsonl`` (first that exists)."""
+    for cand in (data_folder / "dataset" / "slurp" / f"{split}.jsonl", data_folder / f"{split}.jsonl"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def audio_subdir(data_folder: Path, split: str) -> str:
+    """Folder (relative to ``data_folder``) of a split's audio: ``slurp_synth`` for train_synthetic, else
+    ``slurp_real``; ``audio/<name>`` when that is where it exists."""
+    name = "slurp_synth" if split == "train_synthetic" else "slurp_real"
+    if not (data_folder / name).is_dir() and (data_folder / "audio" / name).is_dir():
+        return f"audio/{name}"
+    return name
+
+
+def _entities_of(d: dict, where: str) -> list[dict]:
+    tokens = d["tokens"]
+    if not isinstance(tokens, list):
+        raise SlurpFormatError(f"{where}: 'tokens' is not a list")
+    surfaces = []
+    for k, t in enumerate(tokens):
+        if not isinstance(t, dict) or not isinstance(t.get("surface"), str):
+            raise SlurpFormatError(f"{where}: token {k} has no string 'surface'")
+        surfaces.append(t["surface"])
+    ents = []
+    raw = d.get("entities", []) or []
+    if not isinstance(raw, list):
+        raise SlurpFormatError(f"{where}: 'entities' is not a list")
+    for k, e in enumerate(raw):
+        if not isinstance(e, dict) or "span" not in e or "type" not in e:
+            raise SlurpFormatError(f"{where}: entity {k} lacks 'span' or 'type'")
+        span = e["span"]
+        if not isinstance(span, list) or not span or not all(isinstance(i, int) for i in span):
+            raise SlurpFormatError(f"{where}: entity {k} ({e.get('type')}): span must be a non-empty list of ints")
+        bad = [i for i in span if i < 0 or i >= len(surfaces)]
+        if bad:
+            raise SlurpFormatError(
+                f"{where}: entity {k} ({e['type']}): span {span} outside the {len(surfaces)} tokens (span_out_of_range)"
+            )
+        filler = " ".join(surfaces[i].lower() for i in span)
+        ents.append((min(span), k, {"type": str(e["type"]), "filler": normalise_text(filler)}))
+    ents.sort(key=lambda x: (x[0], x[1]))
+    return [x[2] for x in ents]
+
+
+def _reason_of(err: SlurpFormatError) -> str:
+    msg = str(err)
+    for key in ("malformed_json", "span_out_of_range", "unknown_scenario", "dollar_sign", "bad_action"):
+        if key in msg:
+            return key
+    return "bad_field"
+
+
+def parse_sentence(line: str, where: str) -> dict:
+    """One jsonl line -> {slurp_id, scenario, action, intent, transcript, entities, target, recordings}.
+
+    Raises :class:`SlurpFormatError` (message starts with ``where`` = ``file:line``)."""
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise SlurpFormatError(f"{where}: malformed JSON (malformed_json): {err.msg} at column {err.colno}") from None
+    if not isinstance(d, dict):
+        raise SlurpFormatError(f"{where}: malformed JSON (malformed_json): not an object")
+    for key in ("slurp_id", "sentence", "scenario", "action", "tokens", "recordings"):
+        if key not in d:
+            raise SlurpFormatError(f"{where}: missing field {key!r}")
+    scenario, action = d["scenario"], d["action"]
+    if scenario not in SLURP_SCENARIO_ACTIONS:
+        raise SlurpFormatError(f"{where}: unknown scenario {scenario!r} (unknown_scenario)")
+    if not isinstance(action, str) or not action or len(action.split()) != 1:
+        raise SlurpFormatError(f"{where}: action must be one word: {action!r} (bad_action)")
+    if not isinstance(d["sentence"], str):
+        raise SlurpFormatError(f"{where}: field 'sentence' is not a string")
+    entities = _entities_of(d, where)
+    transcript = normalise_text(d["sentence"].lower())
+    if "$" in transcript or any("$" in e["filler"] for e in entities):
+        # SpeechBrain's CSV reader substitutes $variables in every field
+        raise SlurpFormatError(f"{where}: '$' in the sentence cannot go into a SpeechBrain manifest (dollar_sign)")
+    if not isinstance(d["recordings"], list):
+        raise SlurpFormatError(f"{where}: 'recordings' is not a list")
+    recs = []
+    for k, r in enumerate(d["recordings"]):
+        if not isinstance(r, dict) or not isinstance(r.get("file"), str) or not r["file"]:
+            raise SlurpFormatError(f"{where}: recording {k} has no 'file'")
+        recs.append(r["file"])
+    try:
+        target = serialise(scenario, action, entities, transcript)
+    except ValueError as err:
+        raise SlurpFormatError(f"{where}: {err}") from None
+    return {
+        "slurp_id": d["slurp_id"],
+        "scenario": scenario,
+        "action": action,
+        "intent": f"{scenario}_{action}",
+        "transcript": transcript,
+        "entities": entities,
+        "target": target,
+        "recordings": recs,
+    }
+
+
+def _options_key(data_folder: Path, splits, max_duration, headset_only, skip_bad, audio_check) -> dict:
+    files = {}
+    for split in splits:
+        p = find_jsonl(data_folder, split)
+        if p is not None:
+            st = p.stat()
+            files[split] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
+    return {
+        "version": 1,
+        "data_folder": str(data_folder.resolve()),
+        "splits": list(splits),
+        "max_duration": max_duration,
+        "headset_only": headset_only,
+        "skip_bad": skip_bad,
+        "audio_check": audio_check,
+        "jsonl": files,
+    }
+
+
+def prepare_slurp_with_report(
+    data_folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    splits: tuple[str, ...] | list[str] = SPLITS,
+    max_duration: float | None = None,
+    headset_only: bool = False,
+    skip_bad: bool = False,
+    audio_check: bool = True,
+    reuse: bool = True,
+) -> tuple[dict[str, Path], PrepareReport]:
+    """Like :func:`prepare_slurp`, and also returns the :class:`PrepareReport`."""
+    t0 = time.perf_counter()
+    data_folder = Path(data_folder)
+    out_dir = Path(out_dir)
+    if not data_folder.is_dir():
+        raise FileNotFoundError(f"SLURP data folder not found: {data_folder}")
+    if out_dir.resolve() == data_folder.resolve() or data_folder.resolve() in out_dir.resolve().parents:
+        raise ValueError(f"manifests must not go into the data folder: {out_dir}")
+    if max_duration is not None and not audio_check:
+        raise ValueError("max_duration needs audio_check=True (durations come from the audio files)")
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected some of {SPLITS}")
+    key = _options_key(data_folder, splits, max_duration, headset_only, skip_bad, audio_check)
+    report_path = out_dir / REPORT_NAME
+    if reuse and report_path.is_file():
+        try:
+            old = json.loads(report_path.read_text())
+            paths = {s: Path(p) for s, p in old.get("csv", {}).items()}
+            if old.get("options") == key and all(p.is_file() for p in paths.values()):
+                logger.info("SLURP manifests in %s are up to date: reusing them", out_dir)
+                rep = PrepareReport(**old["report"])
+                return paths, rep
+        except (ValueError, KeyError, TypeError):
+            pass
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = PrepareReport(audio_check=audio_check)
+    unknown: Counter = Counter()
+    paths: dict[str, Path] = {}
+    if audio_check:
+        import soundfile as sf
+    for split in splits:
+        jsonl = find_jsonl(data_folder, split)
+        if jsonl is None:
+            logger.warning("no %s.jsonl under %s: split skipped", split, data_folder)
+            report.missing_splits.append(split)
+            continue
+        sub = audio_subdir(data_folder, split)
+        audio_dir = data_folder / sub
+        skipped: Counter = Counter()
+        rows: list[list] = []
+        seen_ids: set[str] = set()
+        n_sent = 0
+        with open(jsonl, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{jsonl}:{lineno}"
+                try:
+                    sent = parse_sentence(line, where)
+                except SlurpFormatError as err:
+                    if not skip_bad:
+                        raise
+                    reason = _reason_of(err)
+                    skipped[reason] += 1
+                    logger.warning("skipped: %s", err)
+                    continue
+                if sent["intent"] not in _KNOWN_INTENTS:
+                    unknown[f"intent:{sent['intent']}"] += 1
+                for e in sent["entities"]:
+                    if e["type"] not in _ENTITY_SET:
+                        unknown[f"entity_type:{e['type']}"] += 1
+                n_sent += 1
+                ents_json = json.dumps(sent["entities"], ensure_ascii=False)
+                for fname in sent["recordings"]:
+                    if headset_only and "-headset" not in fname:
+                        skipped["not_headset"] += 1
+                        continue
+                    duration = -1.0
+                    if audio_check:
+                        apath = audio_dir / fname
+                        if not apath.is_file():
+                            msg = f"{where}: missing audio {apath} (missing_audio)"
+                            if not skip_bad:
+                                raise SlurpFormatError(msg)
+                            skipped["missing_audio"] += 1
+                            logger.warning("skipped: %s", msg)
+                            continue
+                        try:
+                            info = sf.info(str(apath))
+                            duration = float(info.frames) / float(info.samplerate)
+                        except Exception as err:
+                            msg = f"{where}: unreadable audio {apath}: {err} (unreadable_audio)"
+                            if not skip_bad:
+                                raise SlurpFormatError(msg) from None
+                            skipped["unreadable_audio"] += 1
+                            logger.warning("skipped: %s", msg)
+                            continue
+                        if max_duration is not None and duration > max_duration:
+                            skipped["too_long"] += 1
+                            continue
+                    uid = Path(fname).stem
+                    if uid in seen_ids:
+                        msg = f"{where}: recording {fname} appears twice in {jsonl.name} (duplicate_recording)"
+                        if not skip_bad:
+                            raise SlurpFormatError(msg)
+                        skipped["duplicate_recording"] += 1
+                        logger.warning("skipped: %s", msg)
+                        continue
+                    seen_ids.add(uid)
+                    rows.append(
+                        [
+                            uid,
+                            f"$data_root/{sub}/{fname}",
+                            f"{duration:.3f}",
+                            sent["slurp_id"],
+                            sent["scenario"],
+                            sent["action"],
+                            sent["intent"],
+                            sent["transcript"],
+                            ents_json,
+                            sent["target"],
+                        ]
+                    )
+        csv_path = out_dir / f"{split}.csv"
+        _write_csv(csv_path, rows)
+        paths[split] = csv_path
+        report.rows[split] = len(rows)
+        report.sentences[split] = n_sent
+        report.skipped[split] = dict(skipped)
+        logger.info(
+            "%s: %d recordings of %d sentences -> %s (skipped: %s)", split, len(rows), n_sent, csv_path, dict(skipped)
+        )
+    if not paths:
+        raise FileNotFoundError(f"none of the splits {list(splits)} has a jsonl file under {data_folder}")
+    if unknown:
+        logger.warning("labels outside the built-in SLURP inventory (kept): %s", dict(unknown))
+    report.unknown_labels = dict(unknown)
+    report.seconds = time.perf_counter() - t0
+    atomic_write_json(
+        report_path, {"options": key, "csv": {s: str(p) for s, p in paths.items()}, "report": asdict(report)}
+    )
+    return paths, report
+
+
+_KNOWN_INTENTS = frozenset(f"{s}_{a}" for s, acts in SLURP_SCENARIO_ACTIONS.items() for a in acts)
+
+
+def _write_csv(path: Path, rows: list[list]) -> None:
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def prepare_slurp(
+    data_folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    splits: tuple[str, ...] | list[str] = SPLITS,
+    max_duration: float | None = None,
+    headset_only: bool = False,
+    skip_bad: bool = False,
+    audio_check: bool = True,
+    reuse: bool = True,
+) -> dict[str, Path]:
+    """Write ``out_dir/<split>.csv`` for every split whose jsonl exists; returns {split: csv path}.
+
+    ``max_duration``: drop recordings longer than this many seconds. ``headset_only``: keep only ``*-headset``
+    recordings. ``audio_check=False``: metadata only (no audio needed; duration -1). ``skip_bad``: skip and count bad
+    lines/recordings instead of raising. The report goes to ``out_dir/prepare_report.json``
+    (:func:`read_prepare_report`). With ``reuse``, manifests made with the same options and jsonl files are kept.
+    """
+    paths, _ = prepare_slurp_with_report(
+        data_folder, out_dir, splits, max_duration, headset_only, skip_bad, audio_check, reuse
+    )
+    return paths
+
+
+def read_prepare_report(out_dir: str | os.PathLike) -> PrepareReport:
+    """The :class:`PrepareReport` written by the last :func:`prepare_slurp` into ``out_dir``."""
+    d = json.loads((Path(out_dir) / REPORT_NAME).read_text())
+    return PrepareReport(**d["report"])
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    """Rows of a manifest as dicts (entities decoded from JSON, duration as float)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["entities"] = json.loads(r["entities"])
+        r["duration"] = float(r["duration"])
+    return rows
