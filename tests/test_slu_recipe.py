@@ -5,87 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from slukd.continual.loop import TaskOrderError, load_hparams, main
-
-REPO = Path(__file__).resolve().parent.parent
-HP = REPO / "hparams" / "slurp_incremental"
-
-SENTENCES = {
-    ("email", "sendemail"): ("send an email to {x}", "person", ["bob", "anna", "tom"]),
-    ("qa", "factoid"): ("who is {x}", "person", ["bob", "anna", "tom"]),
-    ("alarm", "set"): ("wake me up at {x}", "time", ["six", "seven", "noon"]),
-    ("weather", "query"): ("is it raining in {x}", "place_name", ["paris", "rome", "oslo"]),
-}
-FREQ = {"email": 300.0, "qa": 600.0, "alarm": 900.0, "weather": 1200.0}
-
-
-def make_corpus(root: Path, per_split: dict[str, int]) -> Path:
-    """SLURP layout: dataset/slurp/{train,devel,test}.jsonl + slurp_real/*.flac (a tone per scenario + noise)."""
-    rng = np.random.default_rng(0)
-    (root / "dataset" / "slurp").mkdir(parents=True)
-    (root / "slurp_real").mkdir()
-    sid = 0
-    for split, n in per_split.items():
-        lines = []
-        for (scen, act), (tmpl, etype, fillers) in SENTENCES.items():
-            for k in range(n):
-                filler = fillers[k % len(fillers)]
-                words = tmpl.format(x=filler).split()
-                t = np.arange(int(16000 * 0.4)) / 16000
-                wav = 0.3 * np.sin(2 * np.pi * FREQ[scen] * t) + 0.01 * rng.standard_normal(t.shape)
-                name = f"audio-{sid}.flac"
-                sf.write(root / "slurp_real" / name, wav.astype(np.float32), 16000)
-                lines.append(
-                    {
-                        "slurp_id": sid,
-                        "sentence": " ".join(words),
-                        "scenario": scen,
-                        "action": act,
-                        "tokens": [{"surface": w} for w in words],
-                        "entities": [{"type": etype, "span": [len(words) - 1]}],
-                        "recordings": [{"file": name}],
-                    }
-                )
-                sid += 1
-        (root / "dataset" / "slurp" / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return root
-
-
-TINY = [
-    "--corpus=slurp",
-    "--number_of_epochs=1",
-    "--batch_size=4",
-    "--eval_batch_size=8",
-    "--d_model=32",
-    "--nhead=2",
-    "--num_encoder_layers=1",
-    "--num_decoder_layers=1",
-    "--d_ffn=64",
-    "--n_mels=20",
-    "--vocab_size=60",
-    "--max_decode_len=12",
-    "--test_beam_size=2",
-    "--pseudo_beam_size=2",
-    "--memory_per_class=2",
-    "--precision=fp32",
-    "--eval_precision=fp32",
-    "--noprogressbar",
-]
+from tests.helpers_slu import HP, REPO, TINY, make_corpus
+from tests.helpers_slu import tone_argv as _tone_argv
+from tests.helpers_slu import write_order as _order
 
 
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("slurp"), {"train": 3, "devel": 1, "test": 1})
-
-
-def _order(tmp_path: Path) -> Path:
-    p = tmp_path / "order.txt"
-    p.write_text("email qa\nalarm weather\n", encoding="utf-8")
-    return p
 
 
 def test_row_files_load_and_unknown_key_fails():
@@ -133,12 +63,6 @@ def test_two_tasks_seq_kd_smoke_and_resume(tmp_path, tiny_corpus):
 
     with pytest.raises(IncompatibleRunError):
         main([*argv, "--lr=0.5"])
-
-
-def _tone_argv(corpus: Path, out: Path, order: Path, row: str, epochs: int) -> list[str]:
-    args = [a for a in TINY if not a.startswith(("--number_of_epochs", "--noprogressbar"))]
-    return [str(HP / f"{row}.yaml"), f"--data_folder={corpus}", f"--output_folder={out}", f"--order={order}", *args,
-            f"--number_of_epochs={epochs}", "--lr=0.003", "--warmup_steps=20", "--noprogressbar"]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -3,7 +3,9 @@
 Run folder (``output_folder``)::
 
     run_info.json, hparams_resolved.yaml     how the run was made (identity checked on every rerun)
+    log.txt (log.rank<r>.txt under DDP)       the log, appended to by every rerun
     manifests/, tokenizer/, scenario.json     data prepared once (the tokenizer sees the full training text)
+    audio_check.json                          every recording decoded once at the start; bad ones listed
     task<k>/save/                             SpeechBrain checkpoints of task k (one folder per task, so a
                                               finished EpochCounter of task k-1 never skips task k)
     task<k>/best_model.ckpt                   the best validation checkpoint's model weights (the one evaluated)
@@ -18,6 +20,15 @@ seq-KD pseudo-labels of the memory) -> train (resumable; validation on task t's 
 checkpoint -> evaluate on the test items of every seen scenario -> write predictions and scores atomically ->
 update the memory -> DONE. Every step is idempotent, so killing the job anywhere and rerunning the same command
 finishes with the same results. The report is recomputed from ``results/`` at the end.
+
+Fault injection (tests only): ``SLUKD_DIE_AT=<phase>[:<task>[:<n>]]`` SIGKILLs the process at a point of the run:
+``train:T:N`` at the N-th training batch of task T (counted in this process), ``pseudo:T:N`` after the N-th batch
+of seq-KD pseudo-labelling, ``eval:T:N`` after the N-th test batch, ``memory:T`` after the step result is written
+and before the memory update, ``report::N`` at the N-th file the report writes.
+
+Scale out: under ``torchrun`` data preparation, pseudo-labelling, evaluation and every file write run on the main
+process only (the others wait at a barrier); the teacher is a frozen copy outside ``modules``, never DDP-wrapped.
+On a machine without CUDA the backend defaults to gloo.
 """
 
 from __future__ import annotations
@@ -26,8 +37,11 @@ import functools
 import json
 import logging
 import os
+import re
 import resource
+import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +65,40 @@ class TaskOrderError(RuntimeError):
     """``--task N`` asked for a task whose predecessor has not finished."""
 
 
+class UnknownHparamError(KeyError):
+    """An override (row file or command line) names a key the base hparams file does not have."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+DIE_ENV = "SLUKD_DIE_AT"
+
+
+def maybe_die(phase: str, task: int | None = None, count: int | None = None) -> None:
+    """Fault injection for the resume tests: SIGKILL this process when ``$SLUKD_DIE_AT`` names this point
+    (``<phase>[:<task>[:<n>]]``, ``task`` 1-based; an empty field matches anything). No-op when unset."""
+    spec = os.environ.get(DIE_ENV)
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] != phase:
+        return
+    if len(parts) > 1 and parts[1] and task is not None and int(parts[1]) != task:
+        return
+    if len(parts) > 2 and parts[2] and count is not None and int(parts[2]) != count:
+        return
+    logger.warning("%s=%s: killing this process (SIGKILL) at %s task %s #%s", DIE_ENV, spec, phase, task, count)
+    for h in logging.getLogger().handlers:
+        h.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def world_size() -> int:
+    """Processes of this job (``WORLD_SIZE`` set by torchrun; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def _barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -63,7 +111,7 @@ def identity_of(hp: dict[str, Any]) -> dict[str, Any]:
         for k, v in hp.items()
         if k not in NON_IDENTITY_KEYS and (v is None or isinstance(v, (int, float, str, bool, list, dict, tuple)))
     }
-    return {"row": hp["row"], "seed": hp["seed"], "hparams": config_fingerprint(plain)}
+    return {"row": hp["row"], "seed": hp["seed"], "hparams": config_fingerprint(plain), "world_size": world_size()}
 
 
 def peak_rss_mb() -> float:
@@ -205,8 +253,10 @@ class TaskLoop:
             record_run(self.out, hparams_text, identity_of(hp), argv)
         _barrier()
         self.rows, self.data_root = prepare_data(hp, self.out)
+        self.data_report = self._check_audio()
         self.tokenizer = prepare_tokenizer(hp, self.out, self.rows)
         self.scenario = prepare_scenario(hp, self.out, self.rows)
+        self.data_report.update(self._label_report())
         self.device = getattr(run_opts, "device", None) or (
             run_opts.get("device", "cpu") if isinstance(run_opts, dict) else "cpu"
         )
@@ -219,6 +269,69 @@ class TaskLoop:
             "total_items": n_total,
             "seed": hp["seed"],
         }
+
+    # -------------------------------------------------------------- data checks
+    def _check_audio(self) -> dict[str, Any]:
+        """Decode every recording once (main process, cached in ``audio_check.json``); drop the unusable ones
+        (``skip_bad: true``, counted) or stop with :class:`slukd.slu.data.BadAudioError` naming them."""
+        from slukd.data.audio import AudioCheck
+        from slukd.slu.data import AUDIO_CHECK_NAME, check_split_audio, drop_bad_audio
+
+        hp = self.hp
+        path = self.out / AUDIO_CHECK_NAME
+        if not hp["audio_check"]:
+            return {"audio_checked": False}
+        run_on_main(
+            check_split_audio,
+            args=[self.rows, self.data_root, path],
+            kwargs={"sample_rate": hp["sample_rate"], "max_seconds": hp["max_audio_seconds"]},
+        )
+        check = AudioCheck.from_dict(json.loads(path.read_text(encoding="utf-8"))["check"])
+        self.rows, skipped = drop_bad_audio(self.rows, self.data_root, check, hp["skip_bad"], where=str(path))
+        for split in ("train", "devel", "test"):
+            if not self.rows[split]:
+                raise ValueError(f"{path}: no usable {split} recording is left after the audio check")
+        if skipped.get("test"):
+            logger.warning("test items with unusable audio are left out of every score: %s", skipped["test"])
+        notes = {k: v for k, v in check.notes.items() if v}
+        if notes:
+            logger.info("audio handled while checking %d files: %s", check.n_files, notes)
+        return {"audio_checked": True, "audio_skipped": skipped, "audio_notes": check.notes}
+
+    def _label_report(self) -> dict[str, Any]:
+        """Test items whose scenario is in no task (never scored) and test intents absent from training."""
+        outside = Counter(r["scenario"] for r in self.rows["test"] if self.scenario.task_of(r["scenario"]) is None)
+        train_intents = {r["intent"] for r in self.rows["train"]}
+        unseen = Counter(r["intent"] for r in self.rows["test"] if r["intent"] not in train_intents)
+        if outside:
+            logger.warning(
+                "%d test items belong to scenarios of no task and are not scored: %s",
+                sum(outside.values()),
+                dict(outside),
+            )
+        if unseen:
+            logger.warning(
+                "%d test items have intents absent from the training data (scored, never predictable): %s",
+                sum(unseen.values()),
+                dict(unseen),
+            )
+        return {
+            "test_outside_tasks": dict(sorted(outside.items())),
+            "test_unseen_intents": dict(sorted(unseen.items())),
+        }
+
+    def dataset(self, rows: list[dict], memory_ids=()):
+        """A dataset of manifest rows with this run's audio settings."""
+        from slukd.slu.data import make_dataset
+
+        return make_dataset(
+            rows,
+            self.data_root,
+            self.tokenizer,
+            memory_ids=memory_ids,
+            sample_rate=self.hp["sample_rate"],
+            max_seconds=self.hp["max_audio_seconds"],
+        )
 
     # -------------------------------------------------------------- helpers
     def task_dir(self, t: int) -> Path:
@@ -271,9 +384,7 @@ class TaskLoop:
             self.run_task(t)
         summary = None
         if all(self.done(t) for t in range(n)) and if_main_process():
-            from slukd.report import write_run_report
-
-            summary = write_run_report(self.out)
+            summary = _write_report(self.out)
             logger.info(
                 "run finished: Avg Acc %.2f, Last Acc %.2f, Avg WER %.2f (report in %s)",
                 100 * summary["avg_acc"],
@@ -287,7 +398,6 @@ class TaskLoop:
     def run_task(self, t: int) -> None:
         from slukd.distill import PseudoLabeler, Teacher
         from slukd.slu.brain import SLUBrain
-        from slukd.slu.data import make_dataset
         from slukd.slu.evaluate import greedy_decode
 
         hp, n = self.hp, self.scenario.n_tasks
@@ -320,8 +430,8 @@ class TaskLoop:
             len(mem_rows),
             len(valid_rows),
         )
-        train_ds = make_dataset(task_rows + mem_rows, self.data_root, self.tokenizer, memory_ids=mem_ids)
-        valid_ds = make_dataset(valid_rows, self.data_root, self.tokenizer)
+        train_ds = self.dataset(task_rows + mem_rows, memory_ids=mem_ids)
+        valid_ds = self.dataset(valid_rows)
 
         kd, kd_mse, kd_tok = self._kd()
         use_kd = t > 0 and bool(kd.active_terms) and bool(mem_ids)
@@ -354,6 +464,8 @@ class TaskLoop:
         brain.gold_intent = {r["ID"]: r["intent"] for r in valid_rows}
         brain.train_logger = sb.utils.train_logger.FileTrainLogger(save_file=str(tdir / "train_log.txt"))
         brain.epoch_times_path = tdir / "epoch_times.json"
+        brain.train_log_path = tdir / "train_log.txt"
+        brain.batch_hook = functools.partial(maybe_die, "train", t + 1)
         sampler = ReproducibleRandomSampler(train_ds, seed=hp["seed"] * 7919 + t)
         brain.sampler = sampler
         brain.fit(
@@ -383,23 +495,28 @@ class TaskLoop:
         """The teacher's beam-search hypotheses of the memory, decoded once per task (batched) and cached on disk."""
         from speechbrain.dataio.dataloader import make_dataloader
 
-        from slukd.slu.data import make_dataset
         from slukd.slu.evaluate import beam_decode
 
         hp = self.hp
         beam, max_len = hp["pseudo_beam_size"], hp["max_decode_len"]
         device, amp = self.device, self.amp
 
+        n_batches = [0]
+        task = int(tdir.name[4:])
+
         def decode_fn(batch):
             batch = batch.to(device)
             wavs, lens = batch.sig
             with torch.autocast(device_type=torch.device(device).type, dtype=amp, enabled=amp is not None):
-                return teacher.run(lambda m: beam_decode(m, m.encode(wavs, lens), lens, beam, max_len))
+                hyps = teacher.run(lambda m: beam_decode(m, m.encode(wavs, lens), lens, beam, max_len))
+            n_batches[0] += 1
+            maybe_die("pseudo", task, n_batches[0])
+            return hyps
 
         labeler = labeler_cls(
             decode_fn, tdir / "pseudo", teacher.fingerprint, config={"beam": beam, "max_len": max_len}
         )
-        ds = make_dataset(mem_rows, self.data_root, self.tokenizer)
+        ds = self.dataset(mem_rows)
         if if_main_process():
             t0 = time.perf_counter()
             stats = labeler.ensure(make_dataloader(ds, batch_size=hp["eval_batch_size"]))
@@ -412,7 +529,6 @@ class TaskLoop:
     def _finish_task(self, t, model, memory, task_rows, best_meta, train_s, epoch_s) -> None:
         """Main process: save best weights, evaluate, write predictions + scores, update the memory, mark DONE."""
         from slukd.data.target import ParseStats
-        from slukd.slu.data import make_dataset
         from slukd.slu.evaluate import decode_items, encoder_features, predictions, score_step
 
         hp, tdir, n = self.hp, self.task_dir(t), self.scenario.n_tasks
@@ -421,7 +537,7 @@ class TaskLoop:
         test_rows = [
             self.rows["test"][i] for i in self.scenario.eval_indices([r["scenario"] for r in self.rows["test"]], t)
         ]
-        test_ds = make_dataset(test_rows, self.data_root, self.tokenizer)
+        test_ds = self.dataset(test_rows)
         hyps = decode_items(
             model,
             test_ds,
@@ -432,6 +548,8 @@ class TaskLoop:
             device=self.device,
             precision=self.amp,
             desc=f"test after task {t + 1}",
+            progress=not hp.get("noprogressbar", False),
+            on_batch=lambda k: maybe_die("eval", t + 1, k),
         )
         stats = ParseStats()
         preds = predictions(test_rows, hyps, stats)
@@ -453,6 +571,7 @@ class TaskLoop:
             "eval_s": eval_s,
             "wall_s": train_s + eval_s,
             "peak_rss_mb": peak_rss_mb(),
+            "data": self.data_report,
         }
         atomic_write_json(self.out / "results" / f"step{t + 1}.json", result)
         logger.info(
@@ -464,22 +583,45 @@ class TaskLoop:
             100 * scores["seen"]["wer"],
             100 * scores["seen"]["slu_f1"],
         )
+        maybe_die("memory", t + 1)
         if memory is not None and t < n - 1:
             feats = None
             if memory.selection == "herding":
                 feats = encoder_features(
-                    model, make_dataset(task_rows, self.data_root, self.tokenizer), hp["eval_batch_size"], self.device
+                    model, self.dataset(task_rows), hp["eval_batch_size"], self.device, progress=False
                 )
             memory.update([r["ID"] for r in task_rows], [r["scenario"] for r in task_rows], features=feats, task=t)
             memory.save(self.out / f"memory_after_task{t + 1}.json")
         atomic_write_text(tdir / "DONE", f"task {t + 1} finished\n")
 
 
+def _write_report(out: Path) -> dict[str, Any]:
+    """``slukd.report.write_run_report`` (with the ``report::N`` fault-injection point when asked for)."""
+    import slukd.report as report
+
+    spec = os.environ.get(DIE_ENV, "")
+    if not spec.startswith("report"):
+        return report.write_run_report(out)
+    original, n = report.atomic_write_text, [0]
+
+    def counting_write(*args, **kwargs):
+        n[0] += 1
+        maybe_die("report", None, n[0])
+        return original(*args, **kwargs)
+
+    report.atomic_write_text = counting_write
+    try:
+        return report.write_run_report(out)
+    finally:
+        report.atomic_write_text = original
+
+
 # ---------------------------------------------------------------------------------------------------- hparams
 def load_hparams(path: str | os.PathLike, overrides: str | dict | None = None) -> tuple[dict[str, Any], str]:
     """Load a row file: a YAML with ``base: <file>`` (relative to the row file) and plain overrides of it; the
     command-line ``overrides`` (YAML text or dict) come last, and may replace ``base`` itself. A file without
-    ``base`` is loaded as it is. Returns (hparams, resolved YAML text). Unknown keys raise KeyError (hyperpyyaml)."""
+    ``base`` is loaded as it is. Returns (hparams, resolved YAML text). An override of a key the base file lacks
+    raises :class:`UnknownHparamError` (a KeyError) naming the key, where it came from and close matches."""
     import io
 
     from hyperpyyaml import load_hyperpyyaml, resolve_references
@@ -489,7 +631,11 @@ def load_hparams(path: str | os.PathLike, overrides: str | dict | None = None) -
     if not path.is_file():
         raise FileNotFoundError(f"hparams file not found: {path}")
     yaml = YAML(typ="safe", pure=True)
-    cli = overrides if isinstance(overrides, dict) else (yaml.load(overrides) if overrides else None) or {}
+    try:
+        cli = overrides if isinstance(overrides, dict) else (yaml.load(overrides) if overrides else None) or {}
+    except Exception as err:  # duplicate or malformed --key value options
+        first = str(err).strip().splitlines()
+        raise ValueError(f"bad command-line overrides for {path}: {' '.join(first[:6])}") from None
     cli = dict(cli)
     text = path.read_text(encoding="utf-8")
     try:
@@ -504,11 +650,33 @@ def load_hparams(path: str | os.PathLike, overrides: str | dict | None = None) -
         merged = {**row, **cli}
         text = base_path.read_text(encoding="utf-8")
     else:
+        base_path = path
         merged = cli
-    hp = load_hyperpyyaml(text, overrides=merged)
+    try:
+        hp = load_hyperpyyaml(text, overrides=merged)
+    except KeyError as err:
+        m = re.search(r"Override '([^']+)' not found", str(err))
+        if m is None:
+            raise
+        raise UnknownHparamError(_unknown_key_message(m.group(1), cli, path, base_path, text)) from None
     resolved = resolve_references(text, overrides=merged)
     resolved_text = resolved.getvalue() if isinstance(resolved, io.StringIO) else str(resolved)
     return hp, resolved_text
+
+
+def _unknown_key_message(key: str, cli: dict, row_path: Path, base_path: Path, text: str) -> str:
+    import difflib
+
+    from ruamel.yaml import YAML
+
+    where = f"command-line override --{key}" if key in cli else f"{row_path}: key {key!r}"
+    try:
+        known = list(YAML(typ="rt").load(text))
+    except Exception:  # pragma: no cover - the base file loaded a moment ago
+        known = []
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(known)}"
+    return f"{where}: no hparam {key!r} in {base_path}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,9 +688,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hp, resolved = load_hparams(hparams_file, overrides)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    setup_logging(log_file=Path(hp["output_folder"]) / "log.txt")
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if "RANK" in os.environ and "LOCAL_RANK" in os.environ:
+        if "distributed_backend" not in run_opts.overridden_args and not torch.cuda.is_available():
+            run_opts.distributed_backend = "gloo"  # nccl needs CUDA
+        sb.utils.distributed.ddp_init_group(run_opts)
+    setup_logging(log_file=Path(hp["output_folder"]) / ("log.txt" if rank == 0 else f"log.rank{rank}.txt"))
     task = hp["task"]
+    # run_info.json: the command (of one process) and, in the identity, the number of processes
     loop = TaskLoop(hp, run_opts, resolved, ["recipes/slurp_incremental.py", *argv])
     loop.run(only_task=int(task) if task is not None else None)
     return 0

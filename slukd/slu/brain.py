@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ import torch
 
 from slukd.data.target import parse
 from slukd.distill import seq_targets, sequence_nll
-from slukd.utils.io import atomic_write_json
+from slukd.utils.io import atomic_write_json, atomic_write_text
 from slukd.utils.run import seed_everything
 
 logger = logging.getLogger(__name__)
+
+_EPOCH_RE = re.compile(r"\bepoch: (\d+)\b")
 
 
 class SLUBrain(sb.Brain):
@@ -58,6 +61,9 @@ class SLUBrain(sb.Brain):
     sampler: Any = None
     train_logger: Any = None
     epoch_times_path: Any = None
+    train_log_path: Any = None
+    batch_hook: Any = None  # called with the number of training batches this process has run (fault injection)
+    _n_batches: int = 0
 
     # ------------------------------------------------------------------ forward / loss
     def compute_forward(self, batch, stage):
@@ -138,7 +144,27 @@ class SLUBrain(sb.Brain):
         return total
 
     # ------------------------------------------------------------------ schedule, seeding, logging
+    def on_fit_start(self):
+        """SpeechBrain's start (optimiser, recovery of the latest checkpoint), then drop the train-log lines of
+        epochs after the recovered one, so a resumed task's ``train_log.txt`` has each epoch once."""
+        super().on_fit_start()
+        path = Path(self.train_log_path) if self.train_log_path is not None else None
+        if path is None or not path.is_file() or not sb.utils.distributed.if_main_process():
+            return
+        counter = next((o for o in self.checkpointer.recoverables.values() if hasattr(o, "current")), None)
+        last = int(counter.current) if counter is not None else 0
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = [ln for ln in lines if (m := _EPOCH_RE.search(ln)) is None or int(m.group(1)) <= last]
+        if len(keep) != len(lines):
+            logger.info(
+                "train log: %d lines of epochs after epoch %d dropped (resumed run)", len(lines) - len(keep), last
+            )
+            atomic_write_text(path, "".join(keep))
+
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        self._n_batches += 1
+        if self.batch_hook is not None:
+            self.batch_hook(self._n_batches)
         warm = max(1, int(self.hparams.warmup_steps))
         lr = self.hparams.lr * min(1.0, (self.optimizer_step + 1) / warm)
         for g in self.optimizer.param_groups:

@@ -52,15 +52,17 @@ def decode_items(
     progress: bool = True,
     desc: str = "decode",
     token_ids: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Decode every item of ``dataset`` (with ``id`` and ``sig`` keys); returns {ID: text} (or {ID: token list}
-    with ``token_ids``). The model is put in eval mode; bf16 autocast when ``precision`` is given."""
+    with ``token_ids``). The model is put in eval mode; bf16 autocast when ``precision`` is given. ``on_batch(k)``
+    is called after the k-th batch (1-based)."""
     was_training = model.training
     model.eval()
     loader = make_dataloader(dataset, batch_size=batch_size, shuffle=False)
     out: dict[str, Any] = {}
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True):
+        for k, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True), start=1):
             batch = batch.to(device)
             wavs, lens = batch.sig
             with torch.autocast(device_type=torch.device(device).type, dtype=precision, enabled=precision is not None):
@@ -68,6 +70,8 @@ def decode_items(
                 hyps = beam_decode(model, enc, lens, beam_size, max_len)
             for item_id, h in zip(batch.id, hyps):
                 out[item_id] = list(h) if token_ids else tokenizer.decode(list(h))
+            if on_batch is not None:
+                on_batch(k)
     finally:
         model.train(was_training)
     return out

@@ -1,0 +1,230 @@
+"""Robust audio loading, one place for both recipes: decode, check, resample, down-mix, crop.
+
+:func:`load_audio` returns a mono float32 waveform ``[S]`` at ``target_sr`` and an :class:`AudioInfo`:
+
+- errors (:class:`AudioError`, the message names the file and a reason code): ``missing`` (no such file),
+  ``empty_file`` (0 bytes), ``unreadable`` (not audio / unknown format / header cut), ``truncated`` (the decoder
+  fails mid-file, or a WAV whose data chunk is shorter than its header says), ``no_samples`` (0 frames),
+  ``non_finite`` (NaN or inf samples, float WAV), ``too_long`` (longer than ``max_seconds`` with
+  ``long_policy="error"``);
+- handled and counted (:class:`AudioStats`, the first of each kind logged, the others only counted):
+  ``resampled`` (another sample rate: ``torchaudio.functional.resample``), ``downmixed`` (several channels:
+  mean over channels), ``cropped`` (longer than ``max_seconds`` with ``long_policy="crop"``: the first
+  ``max_seconds`` are kept), ``silent`` (peak ``max|x| < silence_threshold``: kept as it is).
+
+:func:`check_audio_files` decodes a list of files once (data preparation) and sorts them into good and bad, so a
+corrupt file is found at the start of a run instead of hours into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+ERROR_REASONS = ("missing", "empty_file", "unreadable", "truncated", "no_samples", "non_finite", "too_long")
+NOTE_KINDS = ("resampled", "downmixed", "cropped", "silent")
+LONG_POLICIES = ("crop", "error")
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used. ``path`` and ``reason`` (one of :data:`ERROR_REASONS`) are attributes;
+    the message starts with the path."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, detail: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {detail} ({reason})")
+
+
+@dataclass
+class AudioInfo:
+    """What :func:`load_audio` found: the file's own rate, channels and length, and what was done to it."""
+
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    seconds: float
+    resampled: bool = False
+    downmixed: bool = False
+    cropped: bool = False
+    silent: bool = False
+
+
+@dataclass
+class AudioStats:
+    """Counts of handled conditions (:data:`NOTE_KINDS`); the first occurrence of each kind is logged (INFO)."""
+
+    counts: Counter = field(default_factory=Counter)
+    logged: set = field(default_factory=set)
+
+    def note(self, kind: str, path: str, detail: str) -> None:
+        self.counts[kind] += 1
+        if kind not in self.logged:
+            self.logged.add(kind)
+            logger.info("audio %s: %s (%s); further ones are only counted", kind, path, detail)
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: int(self.counts.get(k, 0)) for k in NOTE_KINDS}
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.logged.clear()
+
+
+#: process-wide statistics used when no ``stats`` object is given
+AUDIO_STATS = AudioStats()
+
+
+def _wav_declared_frames(path: Path) -> int | None:
+    """Frames a RIFF/WAVE file declares in its ``data`` chunk header and the bytes actually present, as the
+    number of frames missing (> 0 means truncated); None when not a plain WAV or not parseable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                elif cid == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    present = path.stat().st_size - f.tell()
+                    return max(0, (size - present) // block_align)
+                else:
+                    f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
+def load_audio(
+    path: str | os.PathLike,
+    target_sr: int = 16000,
+    max_seconds: float | None = None,
+    long_policy: str = "crop",
+    silence_threshold: float = 1e-4,
+    stats: AudioStats | None = None,
+) -> tuple[torch.Tensor, AudioInfo]:
+    """Read one audio file as a mono float32 tensor ``[S]`` at ``target_sr`` Hz (see the module docstring).
+
+    ``max_seconds`` (of the output) with ``long_policy`` ``"crop"`` (keep the start) or ``"error"``. Raises
+    :class:`AudioError` naming the file for every unusable input."""
+    import soundfile as sf
+
+    if long_policy not in LONG_POLICIES:
+        raise ValueError(f"long_policy must be one of {LONG_POLICIES}, got {long_policy!r}")
+    stats = AUDIO_STATS if stats is None else stats
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(p, "missing", "no such audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(p, "empty_file", "the file is empty (0 bytes)")
+    try:
+        sf.info(str(p))
+    except Exception as err:  # libsndfile: format not recognised, header cut...
+        raise AudioError(p, "unreadable", f"not a readable audio file: {err}") from None
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as err:  # e.g. "flac decoder lost sync" on a cut FLAC
+        raise AudioError(p, "truncated", f"decoding failed after the header ({err})") from None
+    missing = _wav_declared_frames(p)
+    if missing:
+        raise AudioError(p, "truncated", f"the WAV data chunk lacks {missing} of its declared frames")
+    frames, channels = data.shape
+    if frames == 0:
+        raise AudioError(p, "no_samples", "the file holds no audio samples")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(p, "non_finite", f"{bad} NaN/inf samples")
+    out = AudioInfo(str(p), int(sr), int(channels), int(frames), frames / float(sr))
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [C, S]
+    if channels > 1:
+        wav = wav.mean(dim=0, keepdim=True)
+        out.downmixed = True
+        stats.note("downmixed", str(p), f"{channels} channels -> mono (mean)")
+    wav = wav[0]
+    if sr != target_sr:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, int(sr), int(target_sr))
+        out.resampled = True
+        stats.note("resampled", str(p), f"{sr} Hz -> {target_sr} Hz")
+    if max_seconds is not None:
+        limit = int(round(max_seconds * target_sr))
+        if wav.numel() > limit:
+            if long_policy == "error":
+                raise AudioError(p, "too_long", f"{wav.numel() / target_sr:.1f} s is longer than {max_seconds} s")
+            wav = wav[:limit]
+            out.cropped = True
+            stats.note("cropped", str(p), f"{out.seconds:.1f} s cropped to {max_seconds} s")
+    if float(wav.abs().max()) < silence_threshold:
+        out.silent = True
+        stats.note("silent", str(p), f"peak below {silence_threshold}")
+    return wav.contiguous(), out
+
+
+@dataclass
+class AudioCheck:
+    """Result of :func:`check_audio_files`: ``bad`` {path: (reason, message)}, ``notes`` (handled conditions) and
+    the number of files checked."""
+
+    n_files: int = 0
+    bad: dict[str, tuple[str, str]] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(r for r, _ in self.bad.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_files": self.n_files,
+            "bad": {k: list(v) for k, v in sorted(self.bad.items())},
+            "reasons": self.reasons(),
+            "notes": dict(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AudioCheck:
+        return cls(int(d["n_files"]), {k: (v[0], v[1]) for k, v in d["bad"].items()}, dict(d["notes"]))
+
+
+def check_audio_files(
+    paths: Iterable[str | os.PathLike],
+    target_sr: int = 16000,
+    max_seconds: float | None = None,
+    long_policy: str = "crop",
+    silence_threshold: float = 1e-4,
+) -> AudioCheck:
+    """Decode every file once with :func:`load_audio`; returns an :class:`AudioCheck` (never raises
+    :class:`AudioError`: bad files are collected with their reason). Each file is checked once even if listed
+    twice."""
+    stats = AudioStats()
+    result = AudioCheck()
+    for path in dict.fromkeys(str(p) for p in paths):
+        result.n_files += 1
+        try:
+            load_audio(path, target_sr, max_seconds, long_policy, silence_threshold, stats)
+        except AudioError as err:
+            result.bad[path] = (err.reason, str(err))
+    result.notes = stats.as_dict()
+    return result
