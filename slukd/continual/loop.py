@@ -125,7 +125,8 @@ def peak_rss_mb() -> float:
 def prepare_data(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], str]:
     """Synthesise the demo corpus on first use (``corpus: demo``), write the manifests (main process only) and
     read them. Returns ({split: rows}, data_root)."""
-    from slukd.data.slurp import prepare_slurp, read_manifest
+    from slukd.data.slurp import find_jsonl, prepare_slurp
+    from slukd.slu.data import first_non_utf8_line, read_manifest_checked
 
     data_folder = Path(hp["data_folder"])
     if hp["corpus"] == "demo":
@@ -146,13 +147,21 @@ def prepare_data(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], 
         "headset_only": hp["headset_only"],
         "skip_bad": hp["skip_bad"],
     }
-    run_on_main(prepare_slurp, kwargs=kwargs)
+    try:
+        run_on_main(prepare_slurp, kwargs=kwargs)
+    except UnicodeDecodeError as err:  # name the file and line (prepare_slurp does not)
+        for split in splits:
+            jsonl = find_jsonl(data_folder, split)
+            line = first_non_utf8_line(jsonl) if jsonl is not None else None
+            if line is not None:
+                raise ValueError(f"{jsonl}:{line}: not UTF-8 text ({err.reason}); fix or re-encode the file") from None
+        raise
     rows = {}
     for split in splits:
         path = out / "manifests" / f"{split}.csv"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no {split} manifest (is {data_folder} a SLURP-layout corpus?)")
-        rows[split] = read_manifest(path)
+        rows[split] = read_manifest_checked(path)
     if hp["use_synthetic"]:
         rows["train"] = rows["train"] + rows.pop("train_synthetic")
     for split in ("train", "devel", "test"):

@@ -163,3 +163,52 @@ def drop_bad_audio(
                 where or AUDIO_CHECK_NAME,
             )
     return kept, skipped
+
+
+class ManifestError(ValueError):
+    """A malformed manifest row; the message names the file and line."""
+
+
+MANIFEST_COLUMNS = ("ID", "wav", "duration", "scenario", "action", "intent", "transcript", "entities", "target")
+
+
+def read_manifest_checked(path: str | os.PathLike) -> list[dict]:
+    """Rows of a SLURP manifest (:func:`slukd.data.slurp.prepare_slurp`) as dicts, ``entities`` decoded from JSON
+    and ``duration`` as float; a missing column, short row, bad number or bad JSON raises :class:`ManifestError`
+    naming ``file:line`` (delete the run's ``manifests/`` folder to have it rebuilt)."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ManifestError(f"{path}:1: not an SLU manifest (missing columns {missing})")
+            rows = []
+            for r in reader:
+                where = f"{path}:{reader.line_num}"
+                if None in r or any(r[c] is None for c in MANIFEST_COLUMNS):
+                    raise ManifestError(f"{where}: the row has {len(r) - (None in r)} fields, the header more or fewer")
+                try:
+                    r["entities"] = json.loads(r["entities"])
+                    r["duration"] = float(r["duration"])
+                except ValueError as err:
+                    raise ManifestError(f"{where}: bad field 'entities' or 'duration' ({err})") from None
+                if not isinstance(r["entities"], list):
+                    raise ManifestError(f"{where}: field 'entities' is not a JSON list")
+                rows.append(r)
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 ({err})") from None
+    return rows
+
+
+def first_non_utf8_line(path: str | os.PathLike) -> int | None:
+    """The 1-based number of the first line of ``path`` that is not valid UTF-8 (None when all are)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return None
