@@ -700,7 +700,14 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0") or 0)
     if "RANK" in os.environ and "LOCAL_RANK" in os.environ:
         if "distributed_backend" not in run_opts.overridden_args and not torch.cuda.is_available():
-            run_opts.distributed_backend = "gloo"  # nccl needs CUDA
+            import dataclasses
+
+            run_opts = dataclasses.replace(  # nccl needs CUDA; the Brain reads only overridden run options
+                run_opts,
+                distributed_backend="gloo",
+                overridden_args={*run_opts.overridden_args, "distributed_backend"},
+            )
+            logger.info("no CUDA: DDP backend gloo")
         sb.utils.distributed.ddp_init_group(run_opts)
     setup_logging(log_file=Path(hp["output_folder"]) / ("log.txt" if rank == 0 else f"log.rank{rank}.txt"))
     task = hp["task"]
