@@ -33,7 +33,7 @@ PRESETS = {
         "teacher": dict(encoder="transformer", d_model=768, nhead=12, num_encoder_layers=15, num_decoder_layers=6,
                         d_ffn=3072, cnn_channels=[32, 32], dropout=0.0, **FRONT),
         "student": dict(encoder="cnn", d_model=256, nhead=4, num_decoder_layers=2, d_ffn=1024, dropout=0.0,
-                        cnn={"width": 1.1, "depth": 1.2, "time_stride_stages": [0, 2, 3]}, **FRONT),
+                        cnn={"width": 1.1, "depth": 1.2, "time_stride_stages": [0, 2, 3, 4, 6]}, **FRONT),
     },
     # the demo pair of hparams/captioning_kd/demo_base.yaml
     "demo": {

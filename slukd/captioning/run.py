@@ -69,15 +69,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Row YAML merged over its ``base``, then ``--key.sub=value`` overrides (unknown keys raise KeyError)."""
+    """Row YAML merged over its ``base`` (``--base=FILE`` picks another), then ``--key.sub=value`` overrides.
+
+    Unknown override keys raise KeyError (as SpeechBrain does).
+    """
     path = Path(path)
     row = _read_yaml(path)
+    args = list(overrides or [])
+    for i, a in enumerate(args):  # --base=other_base.yaml swaps the base file (e.g. gpu_base.yaml)
+        if a.startswith("--base=") or a == "--base":
+            row["base"] = a.split("=", 1)[1] if "=" in a else args[i + 1]
+            del args[i : i + (1 if "=" in a else 2)]
+            break
     cfg: dict[str, Any] = {}
     if "base" in row:
         cfg = _read_yaml(path.parent / row.pop("base"))
     cfg = _merge(cfg, row)
     cfg.setdefault("row", path.stem)
-    args = list(overrides or [])
     i = 0
     while i < len(args):
         a = args[i]
@@ -179,7 +187,8 @@ def run(cfg: dict[str, Any], resolved_text: str | None = None) -> dict[str, Any]
         k: cfg.get(k)
         for k in ("row", "role", "seed", "corpus", "tier", "corpus_seed", "captioned_fraction", "audio_only")
     }
-    identity.update(model=cfg[f"{role}_model"], kd=kd_cfg, train=cfg["train"], limit_clips=cfg.get("limit_clips"))
+    train_id = {k: v for k, v in cfg["train"].items() if k != "log_every"}  # logging does not change results
+    identity.update(model=cfg[f"{role}_model"], kd=kd_cfg, train=train_id, limit_clips=cfg.get("limit_clips"))
     record_run(out, resolved_text or yaml.safe_dump(cfg, sort_keys=False), identity)
     if (out / "results.json").is_file():
         logger.info("%s is finished (results.json present)", out)

@@ -276,6 +276,11 @@ class CaptionTrainer:
                 n += 1
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
+                if n % int(hp.get("log_every", 25)) == 0:
+                    logger.info(
+                        "epoch %d step %d/%d: loss %.4f (%.2f s/step)",
+                        self.epoch + 1, n, per_epoch, sums["total"] / n, (time.monotonic() - t0) / n,
+                    )  # fmt: skip
             self.train_seconds += time.monotonic() - t0
             self.epoch += 1
             row = {"epoch": self.epoch, "step": self.step, "train_minutes": round(self.train_seconds / 60, 2)}

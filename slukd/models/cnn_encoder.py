@@ -24,6 +24,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slukd.models.seq2seq import AudioEncoder, length_mask
@@ -49,6 +50,15 @@ def _time_mask(rel_lens: Tensor, t: int) -> Tensor:
     return length_mask(rel_lens, t)[:, None, :, None].float()
 
 
+def _pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1x1 convolution as one matrix product over channels: [B, C, T, F] -> [B, C', T, F] (channels-last memory).
+
+    Same weights and result as ``conv(x)``; CPU 1x1 convolutions otherwise take a slow im2col path.
+    """
+    y = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)  # [B, T, F, C']
+    return y.permute(0, 3, 1, 2)
+
+
 class SqueezeExcite(nn.Module):
     """x [B, C, T, F] * sigmoid(W2 SiLU(W1 mean_valid(x))) with the mean over valid (t, f) positions."""
 
@@ -58,9 +68,12 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, 1)
         self.act = nn.SiLU()
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        denom = (mask.sum(dim=(2, 3), keepdim=True) * x.shape[3]).clamp(min=1.0)
-        s = (x * mask).sum(dim=(2, 3), keepdim=True) / denom
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        if mask is None:  # every frame is valid
+            s = x.mean(dim=(2, 3), keepdim=True)
+        else:
+            denom = (mask.sum(dim=(2, 3), keepdim=True) * x.shape[3]).clamp(min=1.0)
+            s = (x * mask).sum(dim=(2, 3), keepdim=True) / denom
         return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
 
 
@@ -83,16 +96,20 @@ class MBConv(nn.Module):
         self.project = nn.Sequential(nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
         self.residual = stride == (1, 1) and c_in == c_out
 
-    def forward(self, x: Tensor, rel_lens: Tensor) -> Tensor:
-        m_in = _time_mask(rel_lens, x.shape[2])
-        h = self.expand(x) if self.expand is not None else x
-        h = self.dw_post(self.dw(h * m_in))
-        m = _time_mask(rel_lens, h.shape[2])
+    def forward(self, x: Tensor, rel_lens: Tensor | None) -> Tensor:
+        """x [B, C, T, F] -> [B, C', T', F']; ``rel_lens`` None means no padding (masks skipped)."""
+        h = x
+        if self.expand is not None:
+            h = self.expand[2](self.expand[1](_pointwise(self.expand[0], h)))
+        if rel_lens is not None:
+            h = h * _time_mask(rel_lens, h.shape[2])
+        h = self.dw_post(self.dw(h))
+        m = _time_mask(rel_lens, h.shape[2]) if rel_lens is not None else None
         h = self.se(h, m)
-        y = self.project(h)
+        y = self.project[1](_pointwise(self.project[0], h))
         if self.residual:
             y = y + x
-        return y * m
+        return y * m if m is not None else y
 
 
 class CNNEncoder(AudioEncoder):
@@ -157,11 +174,18 @@ class CNNEncoder(AudioEncoder):
         """feats [B, T, F], rel_lens [B] relative -> [B, T', out_dim]; padded output frames are 0."""
         if feats.dim() != 3 or feats.shape[-1] != self.n_feats:
             raise ValueError(f"CNNEncoder expects feats [B, T, {self.n_feats}], got {tuple(feats.shape)}")
-        x = feats.unsqueeze(1) * _time_mask(rel_lens, feats.shape[1])  # [B, 1, T, F]
-        x = self.stem(x)
+        lens = None if bool((rel_lens >= 1.0).all()) else rel_lens  # no padding: skip every mask
+        x = feats.unsqueeze(1)  # [B, 1, T, F]
+        if lens is not None:
+            x = x * _time_mask(lens, feats.shape[1])
+        x = self.stem(x).contiguous(memory_format=torch.channels_last)
         for block in self.blocks:
-            x = block(x, rel_lens)
-        x = self.head(x * _time_mask(rel_lens, x.shape[2]))
-        m = _time_mask(rel_lens, x.shape[2])
-        x = (x * m).mean(dim=3).transpose(1, 2)  # [B, T', C]
-        return self.proj(self.dropout(x)) * m[:, 0]
+            x = block(x, lens)
+        if lens is not None:
+            x = x * _time_mask(lens, x.shape[2])
+        x = self.head[2](self.head[1](_pointwise(self.head[0], x)))
+        x = x.mean(dim=3).transpose(1, 2)  # [B, T', C]
+        x = self.proj(self.dropout(x))
+        if lens is not None:
+            x = x * _time_mask(lens, x.shape[1])[:, 0]
+        return x
