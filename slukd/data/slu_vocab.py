@@ -10,7 +10,7 @@ Values are lowercase words that espeak-ng reads as written (numbers spelled out)
 from __future__ import annotations
 
 DEMO_TEMPLATES = 2
-DEMO_VALUES = 6  # values per slot type in the demo tier (the first ones of each list)
+DEMO_VALUES = 4  # values per slot type in the demo tier (the first ones of each list)
 
 TEMPLATES: dict[str, list[str]] = {
     # alarm

@@ -11,9 +11,11 @@ intent, distinct sentences are drawn (template x slot values x opening/closing);
 then devel, then train, so the three splits never share a sentence (held-out = new combinations).
 
 Tiers (see :data:`TIERS`): ``tiny`` for tests; ``demo`` (default) built for learnability on a 2-core CPU: two short
-core templates per intent with their own cue words, 6 values per slot, one voice (en-us) with mild rate/pitch
-jitter, 2 recordings per train/test sentence; ``full``: all templates and values, polite openings/closings, 8 voices
-x 13 variants, wide rate/pitch ranges, 3 recordings per sentence, additive noise at 5-30 dB SNR.
+core templates per intent with their own cue words, 4 values per slot, three short openings/closings, one voice
+(en-us) at a brisk 190-220 words per minute with mild pitch jitter (mean utterance 1.5 s), 2 recordings per
+train/test sentence (about 1,100 train sentences, 300 test sentences over the 60 intents); ``full``: all
+templates and values, polite openings/closings, 8 voices x 13 variants, wide rate/pitch ranges, 3 recordings
+per train sentence, additive noise at 5-30 dB SNR on half the recordings.
 
 Every utterance's voice, rate, pitch and noise come from a generator seeded by (seed, split, slurp_id, k), so the
 corpus is identical for a seed whatever the number of worker processes. Reruns reuse a complete corpus with the
@@ -89,8 +91,8 @@ TIERS: dict[str, TierConfig] = {
         ("", "please", "now"),
         ("en-us",),
         ("",),
-        (160, 190),
-        (42, 58),
+        (190, 220),
+        (45, 55),
     ),
     "full": TierConfig(
         100,
