@@ -190,8 +190,8 @@ def test_recipe_stops_at_the_start_on_bad_input_when_not_skipping(tmp_path):
     lines = train.read_bytes().splitlines(keepends=True)
     lines[3] = lines[3].replace(b"who is", b"wh\xe9 is")
     train.write_bytes(b"".join(lines))
-    with pytest.raises(ValueError, match=r"train\.jsonl:4: not UTF-8"):
-        main(tiny_argv(corpus, tmp_path / "r3", order, "seq_kd"))
+    with pytest.raises(SlurpFormatError, match=r"train\.jsonl:4: not UTF-8"):
+        main(tiny_argv(corpus, tmp_path / "r3", order, "seq_kd", "--skip_bad=false"))
 
 
 # ------------------------------------------------------------------------------------------------ text and rows
@@ -228,7 +228,6 @@ def test_empty_transcript_is_kept_with_an_empty_transcript(tmp_path):
     assert rep.rows == {"train": 1} and row["transcript"] == "" and row["target"] == "alarm_set _SEP"
 
 
-@pytest.mark.xfail(strict=True, reason="slukd.data.slurp reads jsonl as UTF-8 text: UnicodeDecodeError, no line")
 def test_non_utf8_jsonl_line_is_a_format_error_naming_the_line(tmp_path):
     raw = (_jsonl_line("wake me up") + "\n").encode() + _jsonl_line("caf\xe9", 2, "b.flac").encode("latin-1") + b"\n"
     raw = raw.replace(b"caf\\u00e9", b"caf\xe9")
@@ -257,7 +256,6 @@ def test_malformed_manifest_rows_name_file_and_line(tmp_path):
     assert read_manifest_checked(tmp_path / "ok.csv")[0]["entities"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="slukd.data.slurp.read_manifest raises a bare JSONDecodeError/TypeError")
 def test_slurp_read_manifest_names_file_and_line(tmp_path):
     p = tmp_path / "m.csv"
     p.write_text("ID,wav,duration,slurp_id,scenario,action,intent,transcript,entities,target\nx,w,abc,1,a\n")

@@ -125,8 +125,8 @@ def peak_rss_mb() -> float:
 def prepare_data(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], str]:
     """Synthesise the demo corpus on first use (``corpus: demo``), write the manifests (main process only) and
     read them. Returns ({split: rows}, data_root)."""
-    from slukd.data.slurp import find_jsonl, prepare_slurp
-    from slukd.slu.data import first_non_utf8_line, read_manifest_checked
+    from slukd.data.slurp import prepare_slurp
+    from slukd.slu.data import read_manifest_checked
 
     data_folder = Path(hp["data_folder"])
     if hp["corpus"] == "demo":
@@ -147,15 +147,7 @@ def prepare_data(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], 
         "headset_only": hp["headset_only"],
         "skip_bad": hp["skip_bad"],
     }
-    try:
-        run_on_main(prepare_slurp, kwargs=kwargs)
-    except UnicodeDecodeError as err:  # name the file and line (prepare_slurp does not)
-        for split in splits:
-            jsonl = find_jsonl(data_folder, split)
-            line = first_non_utf8_line(jsonl) if jsonl is not None else None
-            if line is not None:
-                raise ValueError(f"{jsonl}:{line}: not UTF-8 text ({err.reason}); fix or re-encode the file") from None
-        raise
+    run_on_main(prepare_slurp, kwargs=kwargs)
     rows = {}
     for split in splits:
         path = out / "manifests" / f"{split}.csv"
@@ -452,7 +444,10 @@ class TaskLoop:
         self._pseudo_s = time.perf_counter() - t_pseudo
 
         max_len = hp["max_decode_len"]
-        counter = sb.utils.epoch_loop.EpochCounter(limit=hp["number_of_epochs"])
+        epochs = hp["number_of_epochs"]
+        if t > 0 and hp.get("later_task_epochs") is not None:
+            epochs = hp["later_task_epochs"]
+        counter = sb.utils.epoch_loop.EpochCounter(limit=epochs)
         checkpointer = CompleteCheckpointer(tdir / "save", recoverables={"model": model, "counter": counter})
         opt_class = functools.partial(torch.optim.AdamW, lr=hp["lr"], weight_decay=hp["weight_decay"])
         brain = SLUBrain(

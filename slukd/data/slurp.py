@@ -110,7 +110,7 @@ def _entities_of(d: dict, where: str) -> list[dict]:
 
 def _reason_of(err: SlurpFormatError) -> str:
     msg = str(err)
-    for key in ("malformed_json", "span_out_of_range", "unknown_scenario", "dollar_sign", "bad_action"):
+    for key in ("malformed_json", "non_utf8", "span_out_of_range", "unknown_scenario", "dollar_sign", "bad_action"):
         if key in msg:
             return key
     return "bad_field"
@@ -236,12 +236,16 @@ def prepare_slurp_with_report(
         rows: list[list] = []
         seen_ids: set[str] = set()
         n_sent = 0
-        with open(jsonl, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
+        with open(jsonl, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.strip():
                     continue
                 where = f"{jsonl}:{lineno}"
                 try:
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        raise SlurpFormatError(f"{where}: not UTF-8 (non_utf8): byte {err.start}") from None
                     sent = parse_sentence(line, where)
                 except SlurpFormatError as err:
                     if not skip_bad:
@@ -374,7 +378,12 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
     """Rows of a manifest as dicts (entities decoded from JSON, duration as float)."""
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    for r in rows:
-        r["entities"] = json.loads(r["entities"])
-        r["duration"] = float(r["duration"])
+    for lineno, r in enumerate(rows, start=2):
+        try:
+            if None in r or any(v is None for v in r.values()):
+                raise ValueError("wrong number of fields")
+            r["entities"] = json.loads(r["entities"])
+            r["duration"] = float(r["duration"])
+        except (ValueError, TypeError, KeyError) as err:
+            raise SlurpFormatError(f"{path}:{lineno}: bad manifest row ({err})") from None
     return rows

@@ -201,14 +201,3 @@ def read_manifest_checked(path: str | os.PathLike) -> list[dict]:
     except UnicodeDecodeError as err:
         raise ManifestError(f"{path}: not UTF-8 ({err})") from None
     return rows
-
-
-def first_non_utf8_line(path: str | os.PathLike) -> int | None:
-    """The 1-based number of the first line of ``path`` that is not valid UTF-8 (None when all are)."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return lineno
-    return None

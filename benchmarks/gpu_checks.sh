@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU checks, as run on the lent GPU machine (Python 3.12, torch preinstalled, no network).
+# SpeechBrain and friends travel as wheels in .whl/ (see docs/gpu.md); results go to $OUT (default ./gpu_out).
+#   bash benchmarks/gpu_checks.sh [decode] [caption] [slu]
+set -u
+OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    >"$OUT/pip.log" 2>&1 || { echo "wheel install failed"; tail "$OUT/pip.log"; }
+fi
+what=${*:-decode caption slu}
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
+for w in $what; do
+  case $w in
+    decode)
+      for size in small large; do
+        timeout 150 python3 benchmarks/decode.py --device cuda --model-size "$size" --repeats 3 --warmup 1 \
+          2>&1 | tee "$OUT/decode_$size.txt"
+      done ;;
+    caption)
+      timeout 150 python3 benchmarks/caption_speed.py --preset paper --device cuda --bf16 2>&1 | tee "$OUT/caption_speed.txt" ;;
+    slu)
+      # 3 seeds of the main job's rows on the demo corpus, seeds in parallel (one process per seed)
+      SEEDS=${SEEDS:-0 1 2}
+      timeout 120 python3 -m slukd.cli synth slu --out data/slu_demo --tier demo --seed 0 2>&1 | tail -3
+      for s in $SEEDS; do
+        (timeout ${SLU_TIMEOUT:-420} python3 -m slukd.demo --seeds "$s" --quiet --set device=cuda > "$OUT/slu_seed$s.log" 2>&1; \
+         echo "seed $s exit $?" >> "$OUT/slu_seed$s.log") &
+      done
+      wait
+      tail -n 25 "$OUT"/slu_seed*.log
+      python3 -m slukd.cli report results/demo --out "$OUT/slu_table" 2>&1 | tee "$OUT/slu_table.txt"
+      tar czf "$OUT/slu_results.tgz" --exclude='*.ckpt' --exclude='CKPT*' --exclude='save' results/demo 2>/dev/null ;;
+  esac
+done
