@@ -21,16 +21,16 @@ for w in $what; do
     caption)
       timeout 150 python3 benchmarks/caption_speed.py --preset paper --device cuda --bf16 2>&1 | tee "$OUT/caption_speed.txt" ;;
     slu)
-      # 3 seeds of the main job's rows on the demo corpus, seeds in parallel (one process per seed)
-      SEEDS=${SEEDS:-0 1 2}
-      timeout 120 python3 -m slukd.cli synth slu --out data/slu_demo --tier demo --seed 0 2>&1 | tail -3
-      for s in $SEEDS; do
-        (timeout ${SLU_TIMEOUT:-420} python3 -m slukd.demo --seeds "$s" --quiet --set device=cuda > "$OUT/slu_seed$s.log" 2>&1; \
-         echo "seed $s exit $?" >> "$OUT/slu_seed$s.log") &
-      done
+      # the main job's rows (and joint) for 3 seeds on the demo corpus, one process per (row, seed), all in parallel
+      SEEDS=${SEEDS:-0 1 2}; ROWS=${ROWS:-joint finetune rehearsal_random seq_kd}
+      timeout 180 python3 -m slukd.cli synth slu --out data/slu_demo --tier demo --seed 0 --workers 16 2>&1 | tail -2
+      for s in $SEEDS; do for r in $ROWS; do
+        (OMP_NUM_THREADS=1 timeout ${SLU_TIMEOUT:-420} python3 -m slukd.demo --seeds "$s" --rows "$r" --quiet \
+           --set device=cuda > "$OUT/slu_${r}_seed$s.log" 2>&1; echo "$r seed $s exit $?" >> "$OUT/slu_status.txt") &
+      done; done
       wait
-      tail -n 25 "$OUT"/slu_seed*.log
+      cat "$OUT/slu_status.txt"
       python3 -m slukd.cli report results/demo --out "$OUT/slu_table" 2>&1 | tee "$OUT/slu_table.txt"
-      tar czf "$OUT/slu_results.tgz" --exclude='*.ckpt' --exclude='CKPT*' --exclude='save' results/demo 2>/dev/null ;;
+      tar czf "$OUT/slu_results.tgz" --exclude='save' --exclude='*.ckpt' results/demo 2>/dev/null ;;
   esac
 done

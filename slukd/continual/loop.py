@@ -449,7 +449,7 @@ class TaskLoop:
             epochs = hp["later_task_epochs"]
         counter = sb.utils.epoch_loop.EpochCounter(limit=epochs)
         checkpointer = CompleteCheckpointer(tdir / "save", recoverables={"model": model, "counter": counter})
-        opt_class = functools.partial(torch.optim.AdamW, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        opt_class = functools.partial(torch.optim.AdamW, lr=hp["lr"], weight_decay=hp["weight_decay"], foreach=True)
         brain = SLUBrain(
             modules={"model": model},
             opt_class=opt_class,
