@@ -348,13 +348,23 @@ def _aggregate_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
 def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> str:
     """Summarise every run under ``paths``, write per-run reports, and return the Markdown table. With ``out_dir``
     also write ``table.md``, ``table.csv`` and ``acc_per_step.png`` there. Incomplete runs are reported (with a
-    warning) so partial results stay visible."""
+    warning) so partial results stay visible; runs without any finished task are left out and counted in a warning."""
     summaries = []
+    not_started = []
     for run in find_runs(paths):
+        if not any((Path(run) / "results").glob("step*.json")):
+            not_started.append(run)  # a run still in its first task (or never started): nothing to report yet
+            continue
         s = write_run_report(run, figures=True)
         if not s["complete"]:
             logger.warning("%s: only %d of %d steps finished", run, s["steps_done"], s["n_steps"])
         summaries.append(s)
+    if not_started:
+        logger.warning(
+            "%d run(s) without a finished task left out: %s", len(not_started), ", ".join(map(str, not_started))
+        )
+    if not summaries:
+        raise ReportError(f"no run with a finished task under {', '.join(map(str, paths))}")
     rows = aggregate(summaries)
     table = format_table(rows, "md")
     if out_dir is not None:

@@ -14,6 +14,7 @@ from slukd.report import (
     cli_main,
     forgetting,
     format_table,
+    report_runs,
     summarise_run,
     write_run_report,
 )
@@ -101,3 +102,15 @@ def test_bad_step_file_is_named(tmp_path):
     (empty / "results").mkdir(parents=True)
     with pytest.raises(ReportError, match="no results"):
         summarise_run(empty)
+
+
+def test_run_without_a_finished_task_is_left_out(tmp_path, caplog):
+    _make_run(tmp_path, "finetune", 0, [[0.9], [0.2, 0.8]], [0.9, 0.5])
+    started = tmp_path / "seq_kd" / "seed0"
+    started.mkdir(parents=True)
+    (started / "run_info.json").write_text("{}")
+    table = report_runs([tmp_path])
+    assert "finetune" in table and "seq_kd" not in table
+    assert "1 run(s) without a finished task left out" in caplog.text
+    with pytest.raises(ReportError, match="no run with a finished task"):
+        report_runs([started])
