@@ -1,7 +1,7 @@
 """The main job (``make demo`` / ``python -m slukd.demo``): class-incremental SLURP-3 on the built-in demo corpus.
 
 Synthesises the demo corpus on first use (``data/slu_demo``, reused after), then runs the rows fine-tuning,
-rehearsal (random memory) and rehearsal + seq-KD (``--rows joint,...`` adds the joint upper bound) for the seeds into
+rehearsal (random memory), rehearsal + seq-KD and the joint upper bound (``--rows`` chooses) for the seeds into
 ``results/demo/<row>/seed<k>`` (one subprocess per run: a rerun resumes unfinished runs and skips finished ones),
 and prints the paper-style table (mean ± std over seeds) with wall times and peak memory.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
 HPARAMS = REPO / "hparams" / "slurp_incremental"
-DEFAULT_ROWS = ["finetune", "rehearsal_random", "seq_kd"]
+DEFAULT_ROWS = ["joint", "finetune", "rehearsal_random", "seq_kd"]
 
 #: Settings of the demo scale (on top of each row file and base.yaml): 10 epochs for the first task (about 1,000
 #: steps of batch 8, where benchmarks/slu_learning_curve.py shows the default model passing 85% intent accuracy), 5 for
@@ -65,6 +66,8 @@ def cli_main(argv: list[str] | None = None, prog: str = "python -m slukd.demo") 
     p.add_argument("--data", default="data/slu_demo", help="demo corpus folder (generated on first use)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra hparams overrides for all runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per core of a 2-core machine)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
     args = p.parse_args(argv)
     from slukd.utils.logging import setup_logging
 
@@ -79,19 +82,38 @@ def cli_main(argv: list[str] | None = None, prog: str = "python -m slukd.demo") 
         extra["noprogressbar"] = True
     out_root, data = Path(args.out).resolve(), Path(args.data).resolve()
     t_start = time.perf_counter()
-    walls = {}
-    for seed in args.seeds:
-        for row in rows:
+    # the corpus is made once here, before runs start in parallel (each run would otherwise try to make it)
+    from slukd.data.synth_slu import synthesize_slu_corpus
+
+    synthesize_slu_corpus(data, tier=extra.get("demo_tier", DEMO_OVERRIDES["demo_tier"]), seed=0)
+    jobs = max(1, args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    queue = [(row, seed) for seed in args.seeds for row in rows]
+    running: dict[tuple[str, int], tuple[subprocess.Popen, float]] = {}
+    walls: dict[tuple[str, int], float] = {}
+    failed: list[tuple[str, int, int]] = []
+    logger.info("demo: %d runs, %d at a time, %d torch thread(s) each", len(queue), jobs, threads)
+    while queue or running:
+        while queue and len(running) < jobs:
+            row, seed = queue.pop(0)
             run_dir = out_root / row / f"seed{seed}"
-            cmd = run_command(row, seed, run_dir, data, extra)
             logger.info("demo: %s seed %d -> %s", row, seed, run_dir)
-            t0 = time.perf_counter()
-            rc = subprocess.run(cmd).returncode
-            walls[(row, seed)] = time.perf_counter() - t0
-            if rc != 0:
-                print(f"{prog}: run {row} seed {seed} failed (exit {rc}); rerun the same command to resume",
-                      file=sys.stderr)  # fmt: skip
-                return rc
+            proc = subprocess.Popen(run_command(row, seed, run_dir, data, extra), env=env)
+            running[(row, seed)] = (proc, time.perf_counter())
+        time.sleep(0.5)
+        for key, (proc, t0) in list(running.items()):
+            if proc.poll() is not None:
+                walls[key] = time.perf_counter() - t0
+                del running[key]
+                if proc.returncode != 0:
+                    failed.append((*key, proc.returncode))
+    if failed:
+        for row, seed, rc in failed:
+            print(
+                f"{prog}: run {row} seed {seed} failed (exit {rc}); rerun the same command to resume", file=sys.stderr
+            )
+        return failed[0][2]
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     table = report_runs([out_root], out_dir=out_root)
     total = time.perf_counter() - t_start
@@ -101,7 +123,10 @@ def cli_main(argv: list[str] | None = None, prog: str = "python -m slukd.demo") 
     print()
     print(table)
     print("wall time per run (this invocation): " + ", ".join(f"{r}/seed{s} {w:.0f} s" for (r, s), w in walls.items()))
-    print(f"total wall time {total:.0f} s; peak memory of one run {peak_mb:.0f} MiB")
+    print(
+        f"total wall time {total:.0f} s ({jobs} run(s) at a time, {threads} thread(s) each); "
+        f"peak memory of one run {peak_mb:.0f} MiB (at most {jobs * peak_mb:.0f} MiB for {jobs} at a time)"
+    )
     print(f"tables and figures: {out_root}/table.md, {out_root}/acc_per_step.png, per run: report.md")
     return 0
 
