@@ -98,3 +98,23 @@ def test_word_vocab_roundtrip(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="bad.json"):
         WordVocab.load(tmp_path / "bad.json")
+
+
+def test_clip_loading_resamples_downmixes_and_names_bad_files(tmp_path):
+    from slukd.captioning.data import collate
+    from slukd.data.audio import AudioError
+
+    t = np.arange(44100) / 44100
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1).astype(np.float32) * 0.5
+    sf.write(tmp_path / "a.wav", stereo, 44100)
+    sf.write(tmp_path / "b.flac", (np.sin(2 * np.pi * 220 * np.arange(8000) / 16000) * 0.3).astype(np.float32), 16000)
+    rows = [
+        {"ID": "a", "wav": str(tmp_path / "a.wav"), "captions": ["x"]},
+        {"ID": "b", "wav": str(tmp_path / "b.flac"), "captions": []},
+    ]
+    batch = collate(rows, sample_rate=16000)
+    assert batch.wavs.shape == (2, 16000)  # 1 s at 44.1 kHz -> 16,000 samples, mono
+    assert batch.wav_lens.tolist() == [1.0, 0.5]
+    (tmp_path / "c.wav").write_bytes(b"not audio at all")
+    with pytest.raises(AudioError, match="c.wav"):
+        collate([{"ID": "c", "wav": str(tmp_path / "c.wav"), "captions": []}])

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
+
+from slukd.data.audio import load_audio
 
 logger = logging.getLogger(__name__)
 
@@ -33,14 +34,11 @@ class ClipBatch:
 
 
 def load_wav(path: str, sample_rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
-    """Mono float32 waveform; raises ValueError naming the file on a wrong sample rate."""
-    wav, sr = sf.read(path, dtype="float32", always_2d=True)
-    if sr != sample_rate:
-        raise ValueError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz (resample the corpus first)")
-    wav = wav.mean(axis=1)
-    if max_seconds is not None:
-        wav = wav[: int(max_seconds * sample_rate)]
-    return wav
+    """Mono float32 waveform through :func:`slukd.data.audio.load_audio`: other sample rates are resampled and
+    multichannel audio is down-mixed (both counted and logged there), clips longer than ``max_seconds`` are cropped;
+    missing, empty, truncated, non-audio or non-finite files raise an error naming the file."""
+    wav, _ = load_audio(path, target_sr=sample_rate, max_seconds=max_seconds, long_policy="crop")
+    return wav.numpy()
 
 
 def collate(rows: list[dict[str, Any]], sample_rate: int = 16000, max_seconds: float | None = None) -> ClipBatch:
