@@ -4,7 +4,12 @@ Builds one Seq2Seq (random weights: its hypotheses run to the maximum length, th
 searchers, since neither can stop early), encodes a batch of random waveforms of 2-4 s once, then times decoding only:
 the stock searcher and ours, with the same settings (beam 5, batch 32, length normalisation, max_decode_ratio 1.0,
 ``speechbrain_compat=True`` so both run the same number of steps), median of repeats after a warm-up. Prints ms per
-utterance, the ratio, and how many best hypotheses agree.
+utterance, the ratio to stock, and how many best hypotheses agree (with stock, or with the dynamic slukd row).
+
+Rows: the dynamic path (``static=False``; the CPU default), and the shape-static path: eagerly on CPU
+("static eager"), captured in a CUDA graph on CUDA ("cuda graph": the graph is captured in the warm-up call and
+replayed from the cache in the timed calls; "capture/call" clears the cache before every call, so it includes the
+capture). A row that fails (e.g. a graph capture error) prints the error; the graph rows run last.
 
     PYTHONPATH=. python benchmarks/decode.py [--device cuda] [--model-size small|large] [--bf16]
 
@@ -24,7 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from slukd.models.decoding import beam_search, greedy_search, stock_searcher  # noqa: E402
+from slukd.models.decoding import (  # noqa: E402
+    Hypothesis,
+    beam_search,
+    clear_graph_cache,
+    greedy_search,
+    stock_searcher,
+)
 from slukd.models.seq2seq import Seq2Seq, count_parameters  # noqa: E402
 
 SIZES = {
@@ -52,6 +63,22 @@ def _time(fn, device: torch.device, repeats: int, warmup: int) -> tuple[float, o
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
+
+
+class _Ctx:
+    """no_grad + the (optional) autocast context, re-enterable."""
+
+    def __init__(self, autocast) -> None:
+        self.autocast = autocast
+        self.no_grad = torch.no_grad()
+
+    def __enter__(self) -> None:
+        self.no_grad.__enter__()
+        self.autocast.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        self.autocast.__exit__(*exc)
+        self.no_grad.__exit__(*exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,41 +116,82 @@ def main(argv: list[str] | None = None) -> int:
         enc = model.encode(wavs, wav_lens)
     kw = dict(max_decode_ratio=args.max_decode_ratio)
     searcher = stock_searcher(model, args.beam, **kw).to(device)
+    n = args.batch
+
+    def ctx():
+        return _Ctx(autocast)
 
     def run_stock():
-        with torch.no_grad(), autocast:
+        with ctx():
             return searcher(enc, wav_lens)[0]
 
-    def run_ours():
-        with torch.no_grad(), autocast:
-            return beam_search(model, enc, wav_lens, beam_size=args.beam, speechbrain_compat=True, **kw)
+    def beam(**extra):
+        def fn():
+            with ctx():
+                return beam_search(model, enc, wav_lens, beam_size=args.beam, **kw, **extra)
 
-    def run_ours_default():
-        with torch.no_grad(), autocast:
-            return beam_search(model, enc, wav_lens, beam_size=args.beam, **kw)
+        return fn
 
-    def run_greedy():
-        with torch.no_grad(), autocast:
-            return greedy_search(model, enc, wav_lens, **kw)
+    def greedy(**extra):
+        def fn():
+            with ctx():
+                return greedy_search(model, enc, wav_lens, **kw, **extra)
+
+        return fn
+
+    def capture_per_call():
+        clear_graph_cache()
+        return beam(speechbrain_compat=True, cuda_graph=True)()
 
     print(
         f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else os.cpu_count()} "
         f"{'GPU' if device.type == 'cuda' else 'CPUs'}, torch threads {torch.get_num_threads()}), torch "
         f"{torch.__version__}, model={args.model_size} ({count_parameters(model) / 1e6:.2f}M params, random weights), "
         f"batch={args.batch}, beam={args.beam}, audio {args.min_sec}-{args.max_sec} s, encoder frames "
-        f"{enc.shape[1]} (padded), max steps {int(enc.shape[1] * args.max_decode_ratio)}, bf16={args.bf16}"
+        f"{enc.shape[1]} (padded), max steps {int(enc.shape[1] * args.max_decode_ratio)}, bf16={args.bf16}",
+        flush=True,
     )
     t_stock, hyp_stock = _time(run_stock, device, args.repeats, args.warmup)
-    t_ours, hyp_ours = _time(run_ours, device, args.repeats, args.warmup)
-    t_def, _ = _time(run_ours_default, device, args.repeats, args.warmup)
-    t_greedy, _ = _time(run_greedy, device, args.repeats, args.warmup)
-    agree = sum(h[0].tokens == s for h, s in zip(hyp_ours, hyp_stock))
-    n = args.batch
-    print(f"stock S2STransformerBeamSearcher      {1000 * t_stock / n:9.2f} ms/utt")
-    print(f"slukd beam_search (speechbrain_compat) {1000 * t_ours / n:9.2f} ms/utt   speed-up x{t_stock / t_ours:.1f}")
-    print(f"slukd beam_search (per-utterance len)  {1000 * t_def / n:9.2f} ms/utt   speed-up x{t_stock / t_def:.1f}")
-    print(f"slukd greedy_search                    {1000 * t_greedy / n:9.2f} ms/utt")
-    print(f"best hypotheses identical to stock: {agree}/{n} ({100 * agree / n:.1f}%)")
+    print(f"{'stock S2STransformerBeamSearcher':44s} {1000 * t_stock / n:9.2f} ms/utt", flush=True)
+    ref: dict[str, list] = {}
+
+    def row(label: str, fn, compare: str | None = None, key: str | None = None) -> None:
+        """Time fn and print ms/utt, the speed-up vs stock and agreement with stock (beam rows) / the dynamic path."""
+        try:
+            t, out = _time(fn, device, args.repeats, args.warmup)
+        except Exception as err:  # noqa: BLE001 - a failing row (e.g. graph capture) must not hide the others
+            print(f"{label:44s} FAILED: {type(err).__name__}: {err}", flush=True)
+            return
+        best = [h[0].tokens if isinstance(h[0], Hypothesis) else h for h in out]
+        if key:
+            ref[key] = best
+        msg = f"{label:44s} {1000 * t / n:9.2f} ms/utt   speed-up x{t_stock / t:5.1f}"
+        if compare == "stock":
+            agree = sum(a == b for a, b in zip(best, hyp_stock))
+            msg += f"   same best as stock {agree}/{n}"
+        elif compare and compare in ref:
+            agree = sum(a == b for a, b in zip(best, ref[compare]))
+            msg += f"   same as {compare} {agree}/{n}"
+        print(msg, flush=True)
+
+    row("slukd beam_search (speechbrain_compat)", beam(speechbrain_compat=True, static=False), "stock", "dynamic")
+    row("slukd beam_search (per-utterance len)", beam(static=False), key="dynamic_len")
+    row("slukd greedy_search", greedy(static=False), key="greedy")
+    if device.type == "cuda":
+        row(
+            "slukd beam_search (static eager, compat)",
+            beam(speechbrain_compat=True, static=True, cuda_graph=False),
+            "stock",
+        )
+        # graph rows last: a failed capture can leave the CUDA context unusable
+        row("slukd beam_search (cuda graph)", beam(speechbrain_compat=True, cuda_graph=True), "stock")
+        row("slukd beam_search (cuda graph, capture/call)", capture_per_call, "dynamic")
+        row("slukd beam_search (cuda graph, per-utt len)", beam(cuda_graph=True), "dynamic_len")
+        row("slukd greedy_search (cuda graph)", greedy(cuda_graph=True), "greedy")
+    else:
+        row("slukd beam_search (static eager, compat)", beam(speechbrain_compat=True, static=True), "stock")
+        row("slukd beam_search (static eager, per-utt len)", beam(static=True), "dynamic_len")
+        row("slukd greedy_search (static eager)", greedy(static=True), "greedy")
     return 0
 
 

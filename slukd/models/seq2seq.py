@@ -45,6 +45,7 @@ __all__ = [
     "Seq2Seq",
     "Seq2SeqOutput",
     "SpeechBrainEncoder",
+    "StaticDecoderCache",
     "count_parameters",
     "length_mask",
 ]
@@ -257,6 +258,57 @@ class DecoderState:
     @property
     def num_rows(self) -> int:
         return self.cross_keep.shape[0] * self.group
+
+
+@dataclass
+class StaticDecoderCache:
+    """Preallocated (fixed-address) incremental decoder state for N = n_items * group rows and at most T steps.
+
+    kv: [L, 2, N, H, T, dh] self-attention keys (index 0) / values (1) of every decoder layer, position t written at
+    step t (positions not yet written are zeros and masked out); cross_k / cross_v: per layer [n_items, H, S, dh];
+    cross_keep: [n_items, 1, 1, S] bool; positions: arange(T) (for the causal mask built from a step tensor).
+    Used by :meth:`Seq2Seq.static_step` for shape-static decoding (CUDA graphs): nothing is ever reallocated, new
+    inputs are copied in with :meth:`load`.
+    """
+
+    kv: Tensor
+    cross_k: list[Tensor]
+    cross_v: list[Tensor]
+    cross_keep: Tensor
+    positions: Tensor
+    group: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.kv.shape[2]
+
+    @property
+    def max_steps(self) -> int:
+        return self.kv.shape[4]
+
+    def load(self, state: DecoderState) -> None:
+        """Copy the encoder keys/values of a fresh :class:`DecoderState` (same shapes) in and clear the self cache."""
+        if state.cross_keep.shape != self.cross_keep.shape or state.group != self.group:
+            raise ValueError(
+                f"StaticDecoderCache.load: state for {tuple(state.cross_keep.shape)} x group {state.group}, "
+                f"cache built for {tuple(self.cross_keep.shape)} x group {self.group}"
+            )
+        for dst, src in zip(self.cross_k + self.cross_v, state.cross_k + state.cross_v):
+            dst.copy_(src)
+        self.cross_keep.copy_(state.cross_keep)
+        self.kv.zero_()
+
+    def reorder_(self, index: Tensor) -> None:
+        """In place: row r of the self cache becomes old row index[r] (beam predecessors of the same items).
+
+        One gather over all layers on CUDA (few kernels); per [N, H, T, dh] slab elsewhere (index_select along a
+        middle dimension is slow on CPU).
+        """
+        if self.kv.is_cuda:
+            self.kv.copy_(self.kv.index_select(2, index))
+        else:
+            for slab in self.kv.flatten(0, 1):
+                slab.copy_(slab.index_select(0, index))
 
 
 class Seq2Seq(nn.Module):
@@ -474,6 +526,69 @@ class Seq2Seq(nn.Module):
         if temperature != 1.0:
             logits = logits / temperature
         return torch.log_softmax(logits, dim=-1), state
+
+    def init_static_cache(self, enc: Tensor, wav_lens: Tensor, group: int, max_steps: int) -> StaticDecoderCache:
+        """Allocate a :class:`StaticDecoderCache` for enc [B, T', D] (N = B * group rows, T = max_steps) and load it.
+
+        The self-attention cache has the dtype of the dynamic state (:meth:`init_state`), so both paths round alike.
+        """
+        if max_steps < 1:
+            raise ValueError(f"init_static_cache: max_steps must be >= 1, got {max_steps}")
+        state = self.init_state(enc, wav_lens, group=group)
+        n, dh, n_layers = state.num_rows, self.d_model // self.nhead, len(self.decoder.layers)
+        dtype, dev = state.self_k[0].dtype, enc.device
+        cache = StaticDecoderCache(
+            kv=torch.zeros(n_layers, 2, n, self.nhead, max_steps, dh, dtype=dtype, device=dev),
+            cross_k=[t.clone() for t in state.cross_k],
+            cross_v=[t.clone() for t in state.cross_v],
+            cross_keep=state.cross_keep.clone(),
+            positions=torch.arange(max_steps, device=dev),
+            group=group,
+        )
+        return cache
+
+    def static_step_hidden(self, tokens_last: Tensor, step: Tensor, cache: StaticDecoderCache) -> Tensor:
+        """Shape-static incremental step: tokens_last [N] at position ``step`` (long tensor [1]) -> hidden [N, d_model].
+
+        The same layer as :meth:`step_hidden`, but the new key/value go to position ``step`` of ``cache.kv`` (in place)
+        and self-attention covers all T cache positions with the mask ``position <= step``: no host sync, no shape that
+        depends on the step, so the step can be captured in a CUDA graph.
+        """
+        n, g, e, h = tokens_last.shape[0], cache.group, self.d_model, self.nhead
+        if n != cache.num_rows:
+            raise ValueError(f"static_step: got {n} tokens for a cache of {cache.num_rows} rows")
+        dh = e // h
+        x = self.tgt_embedding(tokens_last.long().view(n, 1)).view(n, e)
+        x = x + self.positional_encoding.pe[0].index_select(0, step).to(x.dtype)  # [1, E] broadcast
+        self_keep = (cache.positions <= step).view(1, 1, 1, -1)  # [1, 1, 1, T]
+        for i, layer in enumerate(self.decoder.layers):
+            sa = layer.self_attn.att
+            qkv = F.linear(layer.norm1(x), sa.in_proj_weight, sa.in_proj_bias).view(n, 3, h, dh)
+            q = qkv[:, 0].unsqueeze(2)  # [N, H, 1, dh]
+            kv_i = cache.kv[i]  # [2, N, H, T, dh]
+            kv_i.index_copy_(3, step, qkv[:, 1:].transpose(0, 1).unsqueeze(3).to(kv_i.dtype))
+            a = F.scaled_dot_product_attention(q, kv_i[0].to(q.dtype), kv_i[1].to(q.dtype), attn_mask=self_keep)
+            x = x + layer.dropout1(sa.out_proj(a.reshape(n, e)))
+
+            ca = layer.multihead_attn.att
+            q = F.linear(
+                layer.norm2(x), ca.in_proj_weight[:e], None if ca.in_proj_bias is None else ca.in_proj_bias[:e]
+            )
+            q = q.view(n // g, g, h, dh).transpose(1, 2)  # [B, H, G, dh]
+            ck, cv = cache.cross_k[i], cache.cross_v[i]
+            a = F.scaled_dot_product_attention(q, ck.to(q.dtype), cv.to(q.dtype), attn_mask=cache.cross_keep)
+            x = x + layer.dropout2(ca.out_proj(a.transpose(1, 2).reshape(n, e)))
+            x = x + layer.dropout3(layer.pos_ffn.ffn(layer.norm3(x)))
+        return self.decoder.norm(x)
+
+    def static_step(
+        self, tokens_last: Tensor, step: Tensor, cache: StaticDecoderCache, temperature: float = 1.0
+    ) -> Tensor:
+        """tokens_last [N], step long [1] -> log-probs [N, V] (float32); writes the cache in place (see above)."""
+        logits = self.out_lin(self.static_step_hidden(tokens_last, step, cache)).float()
+        if temperature != 1.0:
+            logits = logits / temperature
+        return torch.log_softmax(logits, dim=-1)
 
     def reorder_state(self, state: DecoderState, index: Tensor, same_items: bool = False) -> DecoderState:
         """Select rows: new row r is old row index[r] (index [N'], N' a multiple of the group size).
