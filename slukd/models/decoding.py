@@ -355,7 +355,13 @@ def _resolve_path(model: Seq2Seq, enc: Tensor, static: bool | None, cuda_graph: 
     if cuda_graph and not enc.is_cuda:
         raise ValueError(f"cuda_graph=True needs a CUDA encoder output, got enc on {enc.device}")
     if cuda_graph is None:
-        cuda_graph = enc.is_cuda and static is not False and not model.training and not _capture_failed
+        cuda_graph = (
+            enc.is_cuda
+            and static is not False
+            and not model.training
+            and not _capture_failed
+            and hasattr(model, "init_static_cache")  # a duck-typed decoder without the static step stays dynamic
+        )
     if static is None:
         static = cuda_graph
     return bool(static), bool(cuda_graph)
@@ -487,11 +493,12 @@ class _StaticSearch:
         side = torch.cuda.Stream(device=self.inp.device)
         side.wait_stream(torch.cuda.current_stream(self.inp.device))
         with torch.cuda.stream(side), self._autocast_ctx():
-            for _ in range(warmup):
+            for _ in range(min(warmup, self.t_max)):  # never past the last cache position
                 self.step()
         torch.cuda.current_stream(self.inp.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), self._autocast_ctx():
+        # thread_local: other threads (e.g. a DataLoader's pin-memory thread) may keep using CUDA during the capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), self._autocast_ctx():
             self.step()
         self.graph = graph
 
