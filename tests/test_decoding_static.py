@@ -85,11 +85,12 @@ def _assert_same(a, b, tol: float = 1e-4) -> None:
 
 
 def _agreement(a, b, tol: float = 1e-4) -> float:
-    """Fraction of items with the same hypotheses; their scores must agree to ``tol`` (for GPU kernels that may round
-    differently between two runs of the same maths, where near-ties can flip)."""
+    """Fraction of items with the same hypotheses; their scores must agree to ``tol`` relative to max(1, |score|)
+    (GPU kernels may round differently between two runs of the same maths, where near-ties can flip; on the H200 a
+    98-step score differed by 1.3e-4 between the graph and the dynamic path)."""
     same = [i for i, (x, y) in enumerate(zip(a, b)) if [h.tokens for h in x] == [h.tokens for h in y]]
     for i in same:
-        assert max(abs(p.score - q.score) for p, q in zip(a[i], b[i])) < tol, i
+        assert max(abs(p.score - q.score) / max(1.0, abs(q.score)) for p, q in zip(a[i], b[i])) < tol, i
     return len(same) / len(a)
 
 
