@@ -11,7 +11,10 @@ Rows: the dynamic path (``static=False``; the CPU default), and the shape-static
 replayed from the cache in the timed calls; "capture/call" clears the cache before every call, so it includes the
 capture). A row that fails (e.g. a graph capture error) prints the error; the graph rows run last.
 
-    PYTHONPATH=. python benchmarks/decode.py [--device cuda] [--model-size small|large] [--bf16]
+    PYTHONPATH=. python benchmarks/decode.py [--device cuda] [--model-size small|large] [--bf16] [--count-ops]
+
+``--count-ops`` also prints the work of one shape-static step (beam and greedy): on CUDA the number of kernels
+launched (what a graph replay runs), on CPU the number of top-level compute aten ops (views and no-ops left out).
 
 Needs only torch + speechbrain (no slukd install: PYTHONPATH=. is enough).
 """
@@ -31,6 +34,7 @@ import torch  # noqa: E402
 
 from slukd.models.decoding import (  # noqa: E402
     Hypothesis,
+    _StaticSearch,
     beam_search,
     clear_graph_cache,
     greedy_search,
@@ -81,6 +85,55 @@ class _Ctx:
         self.no_grad.__exit__(*exc)
 
 
+_NO_KERNEL = (
+    "view unsqueeze transpose select slice as_strided reshape expand flatten t _reshape_alias alias unflatten squeeze "
+    "empty empty_like empty_strided resize_ lift_fresh detach _unsafe_view split narrow permute result_type item "
+    "_local_scalar_dense is_nonzero dropout resolve_conj scalar_tensor unbind chunk zeros to _to_copy contiguous "
+    "linear layer_norm scaled_dot_product_attention masked_fill log_softmax"
+).split()
+
+
+def count_step_ops(model: Seq2Seq, enc: torch.Tensor, wav_lens: torch.Tensor, group: int, greedy: bool) -> int:
+    """Kernels (CUDA) or top-level compute aten ops (CPU) of one eager static step, after two warm-up steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    b, steps = enc.shape[0], max(4, int(enc.shape[1]))
+    runner = _StaticSearch(
+        model,
+        enc,
+        wav_lens,
+        group,
+        steps,
+        greedy=greedy,
+        length_normalization=True,
+        eos_threshold=None,
+        temperature=1.0,
+    )
+    runner.load(enc, wav_lens, [0] * b, [steps] * b)
+    runner.step()
+    runner.step()
+    cuda = enc.is_cuda
+    _sync(enc.device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        runner.step()
+        _sync(enc.device)
+    events = prof.events()
+    if cuda:
+        return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    skip = {"aten::" + n for n in _NO_KERNEL}
+
+    def top(e) -> bool:
+        par = e.cpu_parent
+        while par is not None:
+            if par.name.startswith("aten::") and par.name not in skip:
+                return False
+            par = par.cpu_parent
+        return True
+
+    return sum(1 for e in events if e.name.startswith("aten::") and e.name not in skip and top(e))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--device", default="cpu")
@@ -95,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--bf16", action="store_true", help="run both searchers under bf16 autocast")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--count-ops", action="store_true", help="print the kernels / ops of one static step")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -151,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{enc.shape[1]} (padded), max steps {int(enc.shape[1] * args.max_decode_ratio)}, bf16={args.bf16}",
         flush=True,
     )
+    if args.count_ops:
+        what = "CUDA kernels" if device.type == "cuda" else "top-level compute aten ops"
+        with ctx():
+            n_beam = count_step_ops(model, enc, wav_lens, args.beam, greedy=False)
+            n_greedy = count_step_ops(model, enc, wav_lens, 1, greedy=True)
+        print(f"one static step: beam {n_beam}, greedy {n_greedy} {what}", flush=True)
     t_stock, hyp_stock = _time(run_stock, device, args.repeats, args.warmup)
     print(f"{'stock S2STransformerBeamSearcher':44s} {1000 * t_stock / n:9.2f} ms/utt", flush=True)
     ref: dict[str, list] = {}

@@ -266,6 +266,68 @@ def test_graph_cache_flow_with_a_fake_graph(trained, monkeypatch):
         clear_graph_cache()
 
 
+def test_two_step_replays_and_buffer_swap(trained, monkeypatch):
+    """A fake graph that, like the real capture, runs two steps per replay after an even warm-up: with odd and even
+    maximum lengths (one step past t_max may run) the results equal the dynamic path's; the cache's K/V buffers are
+    swapped by every beam reorder and back after each replay."""
+
+    def fake_capture(self: _StaticSearch, warmup: int = 3) -> None:
+        for _ in range(min(warmup - warmup % 2, self.t_cap)):
+            self.step()
+        kv0 = self.cache.kv
+
+        class FakeGraph:
+            def replay(self_g) -> None:
+                self.step()
+                self.step()
+                assert self.greedy or self.cache.kv is kv0  # two swaps: the captured buffer is current again
+
+        self.graph, self.steps_per_replay = FakeGraph(), 2
+
+    m, enc, lens = trained
+    monkeypatch.setattr(_StaticSearch, "capture", fake_capture)
+    clear_graph_cache()
+    try:
+        e, ln = enc[:24], lens[:24]
+        for max_len in (5, 6, 7, None):
+            mins, maxs = _step_limits(m, e, ln, 0.0, 1.0, max_len, False)
+            runner, t_run = _static_search(
+                m, e, ln, 4, mins, maxs, greedy=False, cuda_graph=True, cuda_graph_explicit=True
+            )
+            assert t_run % 2 == 0 and t_run <= runner.t_cap
+            _assert_same(
+                runner.beam_results(t_run, maxs, 2, False), beam_search(m, e, ln, beam_size=4, nbest=2, max_len=max_len)
+            )
+            runner_g, t_g = _static_search(
+                m, e, ln, 1, mins, maxs, greedy=True, cuda_graph=True, cuda_graph_explicit=True
+            )
+            assert runner_g.greedy_results(t_g, maxs) == greedy_search(m, e, ln, max_len=max_len)
+    finally:
+        clear_graph_cache()
+
+
+def test_static_cache_layout(trained):
+    """Capacity and encoder frames rounded up to 16; padding masked (-inf bias); reorder_ gathers into the spare."""
+    m, enc, lens = trained
+    cache = m.init_static_cache(enc[:3], torch.tensor([1.0, 0.5, 0.25]), group=2, max_steps=17)
+    s = enc.shape[1]
+    assert cache.max_steps == 32 and cache.cross_k[0].shape[2] == -(-s // 16) * 16
+    assert cache.self_bias.shape == (32, 32)
+    assert (cache.self_bias[5, :6] == 0).all() and torch.isinf(cache.self_bias[5, 6:]).all()
+    keep = cache.cross_keep.view(3, s)
+    bias = cache.cross_bias.view(3, -1)
+    assert ((bias[:, :s] == 0) == keep).all() and torch.isinf(bias[:, s:]).all()
+    assert keep.sum(1).tolist() == m.num_valid_frames(enc[:3], torch.tensor([1.0, 0.5, 0.25])).tolist()
+    assert (cache.cross_k[0][:, :, s:] == 0).all()
+    kv, spare = cache.kv, cache.kv_spare
+    kv.normal_()
+    before = kv.clone()
+    idx = torch.tensor([1, 1, 2, 3, 5, 4])
+    cache.reorder_(idx)
+    assert cache.kv is spare and cache.kv_spare is kv
+    assert torch.equal(cache.kv, before[:, :, idx])
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # CUDA graph (run on a GPU machine)
 # ----------------------------------------------------------------------------------------------------------------------

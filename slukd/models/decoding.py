@@ -378,10 +378,11 @@ class _StaticSearch:
 
     Buffers (fixed addresses): the decoder's :class:`StaticDecoderCache`, input tokens ``inp`` [N], running scores
     ``sum_scores`` [N] (beam), per-row minimum lengths ``min_rows`` [N], the step ``t`` (long [1]) and the history
-    ``tok_hist`` / ``pred_hist`` / ``score_hist`` [T, N] (token chosen, predecessor row and its ranking score at each
-    step). One step (:meth:`step`) runs without host sync and data-dependent shapes; hypotheses that end or items that
-    are done keep being computed, and their results are read back from the history only up to where they ended
-    (:meth:`beam_results`, :meth:`greedy_results`), so they are frozen.
+    ``tok_hist`` / ``score_hist`` [T, N] (greedy: token chosen; beam: candidate index in the item's k x V scores, which
+    gives token and predecessor row, and its ranking score at each step). One step (:meth:`step`) runs without host
+    sync and data-dependent shapes; hypotheses that end or items that are done keep being computed, and their results
+    are read back from the history only up to where they ended (:meth:`beam_results`, :meth:`greedy_results`), so
+    they are frozen.
     """
 
     def __init__(
@@ -404,19 +405,24 @@ class _StaticSearch:
         self.eos_threshold, self.temperature = eos_threshold, temperature
         self.eos, self.bos = model.eos_index, model.bos_index
         n = self.b * group
-        self.cache = model.init_static_cache(enc, wav_lens, group, t_max)
+        # even: a captured graph runs two steps per replay (the cache's double buffer), possibly one past t_max
+        self.t_cap = t_max + t_max % 2
+        self.cache = model.init_static_cache(enc, wav_lens, group, self.t_cap)
         self.inp = torch.full((n,), self.bos, dtype=torch.long, device=dev)
         self.sum_scores = torch.zeros(n, device=dev)
         self.t = torch.zeros(1, dtype=torch.long, device=dev)
+        self.t1f = torch.ones(1, device=dev)  # float(t + 1), the length normaliser
         self.min_rows = torch.zeros(n, dtype=torch.long, device=dev)
         self.max_rows = torch.zeros(n, dtype=torch.long, device=dev)
         self.max_items = torch.zeros(self.b, dtype=torch.long, device=dev)
         self.n_eos = torch.zeros(self.b, dtype=torch.long, device=dev)
         self.offsets = torch.arange(self.b, device=dev)[:, None] * group  # [B, 1]
-        self.tok_hist = torch.zeros(t_max, n, dtype=torch.long, device=dev)
-        self.pred_hist = None if greedy else torch.zeros(t_max, n, dtype=torch.long, device=dev)
-        self.score_hist = None if greedy else torch.zeros(t_max, n, device=dev)
+        # greedy: token of each row per step; beam: its candidate index in the item's k x V scores (token = cand % V,
+        # predecessor row = cand // V + item * k) and its ranking score
+        self.tok_hist = torch.zeros(self.t_cap, n, dtype=torch.long, device=dev)
+        self.score_hist = None if greedy else torch.zeros(self.t_cap, n, device=dev)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.steps_per_replay = 1
         self.autocast: tuple[bool, torch.dtype | None] = _autocast_state(dev)
 
     @property
@@ -436,6 +442,7 @@ class _StaticSearch:
             self.sum_scores.fill_(float("-inf"))
             self.sum_scores[:: self.k] = 0.0  # the first step expands beam 0 only
         self.t.zero_()
+        self.t1f.fill_(1.0)
         self.n_eos.zero_()
         mins = torch.tensor(min_steps, dtype=torch.long).repeat_interleave(self.k)
         maxs = torch.tensor(max_steps, dtype=torch.long)
@@ -447,8 +454,9 @@ class _StaticSearch:
         """One decode step at position t (device tensor); updates every buffer in place, then t += 1.
 
         Beam: scores = sum_scores[:, None] + log p (divided by t + 1 with length normalisation), top k over k x V per
-        item, predecessor rows ``cand // V + item * k``, cache rows reordered, sum_scores = top (x (t + 1)) and -inf on
-        rows that chose EOS. Greedy: argmax. EOS is blocked (-1e20) on rows with t < min length.
+        item (candidate c: token c % V, predecessor row c // V + item * k), cache rows reordered, sum_scores = top
+        (x (t + 1)) and -inf on rows that chose EOS. Greedy: argmax. EOS is blocked (-1e20) on rows with t < min
+        length. Written for few kernels (results go straight into their buffers).
         """
         t, eos = self.t, self.eos
         lp = self.model.static_step(self.inp, t, self.cache, temperature=self.temperature)  # [N, V] float32
@@ -458,28 +466,27 @@ class _StaticSearch:
             allowed = lp_eos > self.eos_threshold * lp.max(dim=-1).values
             lp_eos.masked_fill_(~allowed, MINUS_INF)
         if self.greedy:
-            tokens = lp.argmax(dim=-1)
-            self.tok_hist.index_copy_(0, t, tokens[None])
-            self.inp.copy_(tokens)
+            torch.argmax(lp, dim=-1, out=self.inp)
+            self.tok_hist.index_copy_(0, t, self.inp[None])
             t.add_(1)
             return
         b, k, v = self.b, self.k, self.v
-        t1 = (t + 1).to(lp.dtype)
-        scores = self.sum_scores[:, None] + lp
+        scores = lp.add_(self.sum_scores[:, None])
         if self.length_normalization:
-            scores = scores / t1
+            scores.div_(self.t1f)
         top, cand = scores.view(b, k * v).topk(k, dim=-1)  # [B, K]
-        tokens = (cand % v).view(-1)
-        pred = (torch.div(cand, v, rounding_mode="floor") + self.offsets).view(-1)
-        top = top.view(-1)
+        torch.remainder(cand, v, out=self.inp.view(b, k))  # the tokens
+        pred = torch.div(cand, v, rounding_mode="floor").add_(self.offsets).view(-1)
         self.cache.reorder_(pred)
-        self.tok_hist.index_copy_(0, t, tokens[None])
-        self.pred_hist.index_copy_(0, t, pred[None])
-        self.score_hist.index_copy_(0, t, top[None])
-        new_sum = top * t1 if self.length_normalization else top
-        self.sum_scores.copy_(new_sum.masked_fill(tokens == eos, float("-inf")))
-        self.inp.copy_(tokens)
+        self.tok_hist.index_copy_(0, t, cand.view(1, -1))
+        self.score_hist.index_copy_(0, t, top.view(1, -1))
+        if self.length_normalization:
+            torch.mul(top.view(-1), self.t1f, out=self.sum_scores)
+        else:
+            self.sum_scores.copy_(top.view(-1))
+        self.sum_scores.masked_fill_(self.inp == eos, float("-inf"))
         t.add_(1)
+        self.t1f.add_(1.0)
 
     def _autocast_ctx(self):
         enabled, dtype = self.autocast
@@ -489,41 +496,52 @@ class _StaticSearch:
         return torch.autocast(self.inp.device.type, dtype=dtype, cache_enabled=False)
 
     def capture(self, warmup: int = 3) -> None:
-        """Warm up on a side stream, capture :meth:`step` in a CUDA graph (the state must be reloaded after this)."""
+        """Warm up on a side stream, capture two :meth:`step` in a CUDA graph (the state must be reloaded after this).
+
+        Two steps per replay: each beam step swaps the cache's two K/V buffers, so a replay must swap them back. The
+        warm-up runs an even number of steps (the same buffer is current at capture time as after a reload's
+        sequence of replays), never past the last cache position.
+        """
         side = torch.cuda.Stream(device=self.inp.device)
         side.wait_stream(torch.cuda.current_stream(self.inp.device))
         with torch.cuda.stream(side), self._autocast_ctx():
-            for _ in range(min(warmup, self.t_max)):  # never past the last cache position
+            for _ in range(min(warmup - warmup % 2, self.t_cap)):
                 self.step()
         torch.cuda.current_stream(self.inp.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: other threads (e.g. a DataLoader's pin-memory thread) may keep using CUDA during the capture
         with torch.cuda.graph(graph, capture_error_mode="thread_local"), self._autocast_ctx():
             self.step()
+            self.step()
         self.graph = graph
+        self.steps_per_replay = 2
 
     def _all_done(self, t0: int, t1: int) -> bool:
         """Count the EOS chosen at steps [t0, t1) (before each item's max length); True when every item is done.
 
         Beam: an item is done with k EOS hypotheses or at its max length; greedy: at its first EOS or max length.
         """
-        hit = (self.tok_hist[t0:t1] == self.eos) & (
-            torch.arange(t0, t1, device=self.t.device)[:, None] < self.max_rows[None, :]
-        )
+        tok = self.tok_hist[t0:t1] if self.greedy else self.tok_hist[t0:t1] % self.v
+        hit = (tok == self.eos) & (torch.arange(t0, t1, device=self.t.device)[:, None] < self.max_rows[None, :])
         self.n_eos += hit.view(t1 - t0, self.b, self.k).sum(dim=(0, 2))
         done = (self.n_eos >= self.k) | (self.max_items <= t1)
         return bool(done.all())
 
     def run(self, n_steps: int) -> int:
-        """Run up to n_steps steps (graph replays when captured); returns the number of steps run."""
+        """Run up to n_steps steps (graph replays when captured); returns the number of steps run.
+
+        A captured graph runs ``steps_per_replay`` (2) steps per replay, so one more than n_steps may run (the buffers
+        have room for it); the results only read each item's steps up to its own maximum length.
+        """
         every = _CHECK_EVERY_CUDA if self.inp.is_cuda else 1
+        per = self.steps_per_replay if self.graph is not None else 1
         t_run = last = 0
         while t_run < n_steps:
             if self.graph is not None:
                 self.graph.replay()
             else:
                 self.step()
-            t_run += 1
+            t_run += per
             if t_run < n_steps and t_run % every == 0:
                 if self._all_done(last, t_run):
                     break
@@ -549,10 +567,11 @@ class _StaticSearch:
         its max length m_i; if fewer than k, the non-EOS candidates of step m_i - 1 in rank order fill up to k. Each
         is (end step, row, ended) with the score it was ranked with; tokens come from following the predecessors back.
         """
-        tok = self.tok_hist[:t_run].cpu().numpy()  # [T, N]
-        pred = self.pred_hist[:t_run].cpu().numpy()
+        cand = self.tok_hist[:t_run].cpu().numpy()  # [T, N]
         score = self.score_hist[:t_run].cpu().numpy()
         k = self.k
+        tok = cand % self.v
+        pred = cand // self.v + (np.arange(cand.shape[1]) // k * k)[None, :]
         chosen: list[list[tuple[int, int, bool, float]]] = []
         for i, m in enumerate(max_steps):
             rows = slice(i * k, (i + 1) * k)

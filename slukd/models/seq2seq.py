@@ -229,6 +229,14 @@ class SpeechBrainEncoder(AudioEncoder):
 # ----------------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------------
+_STATIC_ALIGN = 16  # static cache lengths (steps, encoder frames) are rounded up to a multiple of this
+
+
+def _mask_as(mask: Tensor, q: Tensor) -> Tensor:
+    """An additive float mask in the query's dtype (SDPA needs it; a no-op when it matches); bool masks unchanged."""
+    return mask if mask.dtype == torch.bool else mask.to(q.dtype)
+
+
 @dataclass
 class Seq2SeqOutput:
     """enc [B, T', D]; logits [B, L, V] (teacher forced); ctc_log_probs [B, T', V] or None."""
@@ -265,10 +273,17 @@ class StaticDecoderCache:
     """Preallocated (fixed-address) incremental decoder state for N = n_items * group rows and at most T steps.
 
     kv: [L, 2, N, H, T, dh] self-attention keys (index 0) / values (1) of every decoder layer, position t written at
-    step t (positions not yet written are zeros and masked out); cross_k / cross_v: per layer [n_items, H, S, dh];
-    cross_keep: [n_items, 1, 1, S] bool; positions: arange(T) (for the causal mask built from a step tensor).
-    Used by :meth:`Seq2Seq.static_step` for shape-static decoding (CUDA graphs): nothing is ever reallocated, new
-    inputs are copied in with :meth:`load`.
+    step t (positions not yet written are zeros and masked out); T is the requested number of steps rounded up to a
+    multiple of 16 (aligned attention masks); cross_k / cross_v: per layer [n_items, H, S, dh] (encoder frames S, also
+    rounded up to a multiple of 16, padding zeros and masked out); cross_keep: [n_items, 1, 1, S'] bool (S' the
+    state's frames); positions: arange(T). Used by :meth:`Seq2Seq.static_step` for shape-static decoding (CUDA graphs):
+    nothing is ever reallocated, new inputs are copied in with :meth:`load`.
+
+    Precomputed additive masks (0 = attend, -inf = masked), so the step builds no mask: ``self_bias`` [T, T] (row t:
+    positions <= t) and ``cross_bias`` [n_items, 1, 1, S]; ``pe`` [T, E] the positional encodings (zeros past the
+    model's maximum length). ``kv_spare`` is a second buffer like ``kv``: :meth:`reorder_` gathers into it and swaps
+    the two (one pass instead of gather + copy back). Hence a CUDA graph must capture an even number of reorders, so
+    that replays start from the buffer they were captured with.
     """
 
     kv: Tensor
@@ -277,6 +292,10 @@ class StaticDecoderCache:
     cross_keep: Tensor
     positions: Tensor
     group: int
+    kv_spare: Tensor | None = None
+    self_bias: Tensor | None = None
+    cross_bias: Tensor | None = None
+    pe: Tensor | None = None
 
     @property
     def num_rows(self) -> int:
@@ -293,22 +312,35 @@ class StaticDecoderCache:
                 f"StaticDecoderCache.load: state for {tuple(state.cross_keep.shape)} x group {state.group}, "
                 f"cache built for {tuple(self.cross_keep.shape)} x group {self.group}"
             )
+        s = state.cross_keep.shape[-1]
         for dst, src in zip(self.cross_k + self.cross_v, state.cross_k + state.cross_v):
-            dst.copy_(src)
+            dst[:, :, :s].copy_(src)
         self.cross_keep.copy_(state.cross_keep)
+        if self.cross_bias is not None:
+            self.cross_bias.fill_(float("-inf"))
+            self.cross_bias[..., :s].masked_fill_(state.cross_keep, 0.0)
         self.kv.zero_()
 
     def reorder_(self, index: Tensor) -> None:
-        """In place: row r of the self cache becomes old row index[r] (beam predecessors of the same items).
+        """Row r of the self cache becomes old row index[r] (beam predecessors of the same items).
 
-        One gather over all layers on CUDA (few kernels); per [N, H, T, dh] slab elsewhere (index_select along a
-        middle dimension is slow on CPU).
+        With ``kv_spare``: gathered into the spare buffer, then ``kv`` and ``kv_spare`` are swapped (the attribute
+        ``kv`` names the other tensor afterwards). One gather over all layers on CUDA; per [N, H, T, dh] slab elsewhere
+        (index_select along a middle dimension is slow on CPU).
         """
+        if self.kv_spare is None:
+            if self.kv.is_cuda:
+                self.kv.copy_(self.kv.index_select(2, index))
+            else:
+                for slab in self.kv.flatten(0, 1):
+                    slab.copy_(slab.index_select(0, index))
+            return
         if self.kv.is_cuda:
-            self.kv.copy_(self.kv.index_select(2, index))
+            torch.index_select(self.kv, 2, index, out=self.kv_spare)
         else:
-            for slab in self.kv.flatten(0, 1):
-                slab.copy_(slab.index_select(0, index))
+            for src, dst in zip(self.kv.flatten(0, 1), self.kv_spare.flatten(0, 1)):
+                torch.index_select(src, 0, index, out=dst)
+        self.kv, self.kv_spare = self.kv_spare, self.kv
 
 
 class Seq2Seq(nn.Module):
@@ -528,7 +560,7 @@ class Seq2Seq(nn.Module):
         return torch.log_softmax(logits, dim=-1), state
 
     def init_static_cache(self, enc: Tensor, wav_lens: Tensor, group: int, max_steps: int) -> StaticDecoderCache:
-        """Allocate a :class:`StaticDecoderCache` for enc [B, T', D] (N = B * group rows, T = max_steps) and load it.
+        """Allocate a :class:`StaticDecoderCache` for enc [B, T', D] (N = B * group rows, T >= max_steps) and load it.
 
         The self-attention cache has the dtype of the dynamic state (:meth:`init_state`), so both paths round alike.
         """
@@ -537,37 +569,63 @@ class Seq2Seq(nn.Module):
         state = self.init_state(enc, wav_lens, group=group)
         n, dh, n_layers = state.num_rows, self.d_model // self.nhead, len(self.decoder.layers)
         dtype, dev = state.self_k[0].dtype, enc.device
+        cap = -(-max_steps // _STATIC_ALIGN) * _STATIC_ALIGN
+        s = state.cross_keep.shape[-1]
+        s_pad = -(-s // _STATIC_ALIGN) * _STATIC_ALIGN
+        positions = torch.arange(cap, device=dev)
+        self_bias = torch.zeros(cap, cap, dtype=dtype, device=dev)
+        self_bias.masked_fill_(positions[None, :] > positions[:, None], float("-inf"))
+        pe_src = self.positional_encoding.pe[0, :cap]
+        pe = torch.zeros(cap, self.d_model, dtype=pe_src.dtype, device=dev)
+        pe[: pe_src.shape[0]] = pe_src
+
+        def pad(t: Tensor) -> Tensor:
+            return t.new_zeros(*t.shape[:2], s_pad, t.shape[3])
+
         cache = StaticDecoderCache(
-            kv=torch.zeros(n_layers, 2, n, self.nhead, max_steps, dh, dtype=dtype, device=dev),
-            cross_k=[t.clone() for t in state.cross_k],
-            cross_v=[t.clone() for t in state.cross_v],
-            cross_keep=state.cross_keep.clone(),
-            positions=torch.arange(max_steps, device=dev),
+            kv=torch.zeros(n_layers, 2, n, self.nhead, cap, dh, dtype=dtype, device=dev),
+            cross_k=[pad(t) for t in state.cross_k],
+            cross_v=[pad(t) for t in state.cross_v],
+            cross_keep=torch.zeros_like(state.cross_keep),
+            positions=positions,
             group=group,
+            kv_spare=torch.zeros(n_layers, 2, n, self.nhead, cap, dh, dtype=dtype, device=dev),
+            self_bias=self_bias,
+            cross_bias=torch.zeros(enc.shape[0], 1, 1, s_pad, dtype=state.cross_k[0].dtype, device=dev),
+            pe=pe,
         )
+        cache.load(state)
         return cache
 
     def static_step_hidden(self, tokens_last: Tensor, step: Tensor, cache: StaticDecoderCache) -> Tensor:
         """Shape-static incremental step: tokens_last [N] at position ``step`` (long tensor [1]) -> hidden [N, d_model].
 
         The same layer as :meth:`step_hidden`, but the new key/value go to position ``step`` of ``cache.kv`` (in place)
-        and self-attention covers all T cache positions with the mask ``position <= step``: no host sync, no shape that
-        depends on the step, so the step can be captured in a CUDA graph.
+        and self-attention covers all T cache positions with the additive mask ``cache.self_bias[step]`` (0 on
+        positions <= step, -inf after); cross-attention uses ``cache.cross_bias``: no host sync, no shape that depends
+        on the step, so the step can be captured in a CUDA graph.
         """
         n, g, e, h = tokens_last.shape[0], cache.group, self.d_model, self.nhead
         if n != cache.num_rows:
             raise ValueError(f"static_step: got {n} tokens for a cache of {cache.num_rows} rows")
         dh = e // h
         x = self.tgt_embedding(tokens_last.long().view(n, 1)).view(n, e)
-        x = x + self.positional_encoding.pe[0].index_select(0, step).to(x.dtype)  # [1, E] broadcast
-        self_keep = (cache.positions <= step).view(1, 1, 1, -1)  # [1, 1, 1, T]
+        pe = self.positional_encoding.pe[0] if cache.pe is None else cache.pe
+        x = x + pe.index_select(0, step).to(x.dtype)  # [1, E] broadcast
+        if cache.self_bias is None:
+            self_mask = (cache.positions <= step).view(1, 1, 1, -1)  # [1, 1, 1, T] bool
+        else:
+            self_mask = cache.self_bias.index_select(0, step).view(1, 1, 1, -1)  # [1, 1, 1, T] additive
+        cross_mask = cache.cross_keep if cache.cross_bias is None else cache.cross_bias
         for i, layer in enumerate(self.decoder.layers):
             sa = layer.self_attn.att
             qkv = F.linear(layer.norm1(x), sa.in_proj_weight, sa.in_proj_bias).view(n, 3, h, dh)
             q = qkv[:, 0].unsqueeze(2)  # [N, H, 1, dh]
             kv_i = cache.kv[i]  # [2, N, H, T, dh]
             kv_i.index_copy_(3, step, qkv[:, 1:].transpose(0, 1).unsqueeze(3).to(kv_i.dtype))
-            a = F.scaled_dot_product_attention(q, kv_i[0].to(q.dtype), kv_i[1].to(q.dtype), attn_mask=self_keep)
+            a = F.scaled_dot_product_attention(
+                q, kv_i[0].to(q.dtype), kv_i[1].to(q.dtype), attn_mask=_mask_as(self_mask, q)
+            )
             x = x + layer.dropout1(sa.out_proj(a.reshape(n, e)))
 
             ca = layer.multihead_attn.att
@@ -576,7 +634,7 @@ class Seq2Seq(nn.Module):
             )
             q = q.view(n // g, g, h, dh).transpose(1, 2)  # [B, H, G, dh]
             ck, cv = cache.cross_k[i], cache.cross_v[i]
-            a = F.scaled_dot_product_attention(q, ck.to(q.dtype), cv.to(q.dtype), attn_mask=cache.cross_keep)
+            a = F.scaled_dot_product_attention(q, ck.to(q.dtype), cv.to(q.dtype), attn_mask=_mask_as(cross_mask, q))
             x = x + layer.dropout2(ca.out_proj(a.transpose(1, 2).reshape(n, e)))
             x = x + layer.dropout3(layer.pos_ffn.ffn(layer.norm3(x)))
         return self.decoder.norm(x)
