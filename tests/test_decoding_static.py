@@ -342,7 +342,9 @@ def test_cuda_graph_equals_eager_static_and_dynamic(trained):
             eager = beam_search(m, enc, lens, beam_size=5, static=True, cuda_graph=False, **kw)
             dyn = beam_search(m, enc, lens, beam_size=5, static=False, **kw)
             assert _agreement(graph, eager) >= 0.97, kw  # same kernels: identical up to GPU rounding
-            assert _agreement(graph, dyn) >= 0.95, kw
+            # the dynamic path attends over t positions, the static one over a 16-aligned padded cache: different
+            # CUDA attention kernels, so scores agree to ~1e-4 (1.3e-4 seen on an H200), not to the last bit
+            assert _agreement(graph, dyn, tol=1e-3) >= 0.95, kw
             assert beam_search(m, enc, lens, beam_size=5, **kw)[0][0].tokens == graph[0][0].tokens  # auto = graph
         # a new batch of the same shapes reuses the captured graph (buffers reloaded)
         n_graphs = len(_GRAPH_CACHE)
@@ -350,7 +352,7 @@ def test_cuda_graph_equals_eager_static_and_dynamic(trained):
         perm = torch.randperm(enc.shape[0], device=enc.device)
         again = beam_search(m, enc[perm], lens[perm], beam_size=5, cuda_graph=True)
         assert len(_GRAPH_CACHE) == n_graphs
-        assert _agreement(again, beam_search(m, enc[perm], lens[perm], beam_size=5, static=False)) >= 0.95
+        assert _agreement(again, beam_search(m, enc[perm], lens[perm], beam_size=5, static=False), tol=1e-3) >= 0.95
         assert _agreement(again, [graph_first[i] for i in perm.tolist()]) >= 0.97
         g_graph = greedy_search(m, enc, lens, cuda_graph=True)
         g_eager = greedy_search(m, enc, lens, static=True, cuda_graph=False)
