@@ -7,62 +7,13 @@ import torch
 
 from slukd.models import Seq2Seq
 from slukd.models.decoding import Hypothesis, beam_search, decode_batch, greedy_search, stock_searcher
-
-V = 24
-N = 16
+from tests.helpers_decoding import N, V, memorised_model
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny model trained (~1 s) to memorise 16 random-feature -> token-sequence pairs, and 64 test inputs.
-
-    Test inputs: the 16 training features, and three noisier copies (the model is less sure there, so beams matter).
-    """
-    torch.manual_seed(0)
-    m = Seq2Seq(
-        V,
-        encoder_type="transformer",
-        d_model=64,
-        nhead=4,
-        num_encoder_layers=1,
-        num_decoder_layers=2,
-        d_ffn=128,
-        cnn_channels=(8, 8),
-        dropout=0.0,
-        n_mels=20,
-    )
-    g = torch.Generator().manual_seed(0)
-    feats = torch.randn(N, 40, 20, generator=g)
-    lens = torch.linspace(0.6, 1.0, N)
-    n_tok = torch.randint(2, 8, (N,), generator=g)
-    bos_in = torch.zeros(N, 9, dtype=torch.long)
-    tgt = torch.zeros(N, 9, dtype=torch.long)
-    targets = []
-    for i in range(N):
-        s = torch.randint(3, V, (int(n_tok[i]),), generator=g)
-        targets.append(s.tolist())
-        bos_in[i, 0] = 1
-        bos_in[i, 1 : 1 + len(s)] = s
-        tgt[i, : len(s)] = s
-        tgt[i, len(s)] = 2
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    m.train()
-    for _ in range(300):
-        logits = m.decode(m.encode_features(feats, lens), lens, bos_in)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tgt.reshape(-1), ignore_index=0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if loss.item() < 0.02:
-            break
-    m.eval()
-    test_feats = torch.cat(
-        [feats] + [feats + s * torch.randn(feats.shape, generator=g) for s in (0.5, 1.0, 2.0)],
-    )
-    test_lens = lens.repeat(4)
-    with torch.no_grad():
-        enc = m.encode_features(test_feats, test_lens)
-    return m, enc, test_lens, targets
+    """A tiny model trained (~1 s) to memorise 16 random-feature -> token-sequence pairs, and 64 test inputs."""
+    return memorised_model()
 
 
 def _naive_greedy(model: Seq2Seq, enc: torch.Tensor, lens: torch.Tensor) -> list[list[int]]:

@@ -16,64 +16,16 @@ from slukd.models.decoding import (
     decode_batch,
     greedy_search,
 )
+from tests.helpers_decoding import V, memorised_model, tiny_model
 
-V = 24
-N = 16
 CUDA = torch.cuda.is_available()
-
-
-def _tiny(seed: int = 0) -> Seq2Seq:
-    torch.manual_seed(seed)
-    return Seq2Seq(
-        V,
-        encoder_type="transformer",
-        d_model=64,
-        nhead=4,
-        num_encoder_layers=1,
-        num_decoder_layers=2,
-        d_ffn=128,
-        cnn_channels=(8, 8),
-        dropout=0.0,
-        n_mels=20,
-    )
 
 
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny model memorising 16 random-feature -> token-sequence pairs; 64 inputs (the 16 + 3 noisier copies).
-
-    On the memorised inputs hypotheses end early with EOS, on the noisy ones many run to the maximum length, so the
-    items of one batch finish at different steps.
-    """
-    m = _tiny()
-    g = torch.Generator().manual_seed(0)
-    feats = torch.randn(N, 40, 20, generator=g)
-    lens = torch.linspace(0.6, 1.0, N)
-    n_tok = torch.randint(2, 8, (N,), generator=g)
-    bos_in = torch.zeros(N, 9, dtype=torch.long)
-    tgt = torch.zeros(N, 9, dtype=torch.long)
-    for i in range(N):
-        s = torch.randint(3, V, (int(n_tok[i]),), generator=g)
-        bos_in[i, 0] = 1
-        bos_in[i, 1 : 1 + len(s)] = s
-        tgt[i, : len(s)] = s
-        tgt[i, len(s)] = 2
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    m.train()
-    for _ in range(300):
-        logits = m.decode(m.encode_features(feats, lens), lens, bos_in)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tgt.reshape(-1), ignore_index=0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if loss.item() < 0.02:
-            break
-    m.eval()
-    test_feats = torch.cat([feats] + [feats + s * torch.randn(feats.shape, generator=g) for s in (0.5, 1.0, 2.0)])
-    test_lens = lens.repeat(4)
-    with torch.no_grad():
-        enc = m.encode_features(test_feats, test_lens)
-    return m, enc, test_lens
+    """A tiny model memorising 16 feature -> token pairs; 64 inputs whose items finish at different steps."""
+    m, enc, lens, _ = memorised_model()
+    return m, enc, lens
 
 
 def _assert_same(a, b, tol: float = 1e-4) -> None:
@@ -142,7 +94,7 @@ def test_greedy_static_equals_dynamic(trained, kw):
 
 def test_untrained_model_runs_to_max_length():
     """Random weights: (nearly) no hypothesis ends, every item is cut at its own max length; nbest lists agree."""
-    m = _tiny(3).eval()
+    m = tiny_model(3).eval()
     g = torch.Generator().manual_seed(1)
     lens = torch.tensor([1.0, 0.8, 0.55, 0.3])
     with torch.no_grad():
