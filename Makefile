@@ -25,7 +25,7 @@ system:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || exit 1; \
 	  else \
 	    echo "NOTE: not root; please install these system packages:$$missing (sudo apt-get install -y$$missing)"; \
-	    echo "      espeak-ng is needed to synthesise the built-in corpora; Java only for METEOR."; \
+	    echo "      espeak-ng synthesises the built-in corpora (or: .venv/bin/pip install espeakng-loader); Java is only for METEOR."; \
 	  fi; \
 	fi
 
