@@ -278,6 +278,7 @@ def run(cfg: dict[str, Any], resolved_text: str | None = None) -> dict[str, Any]
     results = {
         "row": cfg["row"],
         "role": role,
+        "seed": int(cfg["seed"]),
         "kd": kd_name or ("-" if role == "student" else ""),
         "captioned_fraction": float(cfg.get("captioned_fraction", 1.0)),
         "audio_only": use_ao,
