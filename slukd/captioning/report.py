@@ -68,6 +68,7 @@ def collect(paths: list[str | os.PathLike]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         raise ValueError(f"no results.json found under {[str(p) for p in paths]}")
+    df["seed"] = df["seed"].astype("Int64")
     teacher = df.loc[df["role"] == "teacher", "CIDEr_D"].dropna()
     if len(teacher) and teacher.mean() > 0:
         df["CIDEr_D_vs_teacher_%"] = (100 * df["CIDEr_D"] / teacher.mean()).round(1)
@@ -124,7 +125,7 @@ def summary_markdown(s: pd.DataFrame) -> str:
 
 def to_markdown(df: pd.DataFrame) -> str:
     def fmt(v):
-        if v is None or (isinstance(v, float) and pd.isna(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and pd.isna(v)):
             return "–"
         if isinstance(v, float):
             return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
