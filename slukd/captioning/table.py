@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from slukd.captioning.report import summarise, summary_markdown, to_markdown, write_report
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if teacher_cmd is not None and _run(teacher_cmd, args.threads):
         logger.error("the teacher failed: no student row can run")
         return 1
-    run = lambda c: _run(c, args.threads)  # noqa: E731
+    run = partial(_run, threads=args.threads)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         # the first KD row computes the teacher's targets alone (no two processes write the cache); teacher-free
         # rows fill the other slots meanwhile
