@@ -56,11 +56,10 @@ def plan(
     recipe = [sys.executable, str(REPO / "recipes" / "captioning_kd.py")]
     teacher_cmd, teacher_folder = None, None
     for f in files:
-        cfg = load_config(f, overrides)
+        cfg = load_config(f, [*overrides, f"--seed={teacher_seed}"])
         if cfg["role"] == "teacher":
-            tcfg = load_config(f, [*overrides, f"--seed={teacher_seed}"])
             teacher_cmd = [*recipe, str(f), *overrides, f"--seed={teacher_seed}"]
-            teacher_folder = tcfg["output_folder"]
+            teacher_folder = cfg["output_folder"]
     if teacher_folder is None:  # students only: the teacher the row files name for the teacher seed
         teacher_folder = load_config(files[0], [*overrides, f"--seed={teacher_seed}"])["teacher_folder"]
     needs_teacher, free, folders = [], [], []
