@@ -5,12 +5,231 @@
     python recipes/slurp_incremental.py hparams/slurp_incremental/seq_kd.yaml --task 2     # one task per job
     torchrun --nproc_per_node=4 recipes/slurp_incremental.py hparams/slurp_incremental/seq_kd.yaml --device cuda
 
-Rerunning the same command resumes where it stopped. The logic lives in :mod:`slukd.continual.loop`.
+The 18 SLURP scenarios arrive in tasks (``split``: slurp3 | slurp6 | joint). Task t trains the seq2seq student
+(intent, slots and transcript as one target) on its scenarios' training items plus the rehearsal memory, starting
+from task t-1's model; the KD terms of the row (encoder/audio-KD, tok-KD, seq-KD) distil a frozen copy of that
+model into the student on the memory items; the best validation checkpoint is tested on every scenario seen so
+far; the memory is then updated. Rerunning the same command resumes where it stopped.
+
+Wiring, top to bottom: data (corpus, manifests, tokenizer, scenario) -> datasets -> the strategy (one task:
+model, teacher, teacher targets, SLUBrain.fit; evaluation; memory) -> the continual loop.
 """
 
-import sys
+from __future__ import annotations
 
-from slukd.continual.loop import main
+import functools
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from speechbrain.dataio.dataloader import make_dataloader
+from speechbrain.dataio.sampler import ReproducibleRandomSampler
+from speechbrain.utils.distributed import if_main_process
+
+from slukd.continual import ContinualRunner, RehearsalMemory
+from slukd.continual.runner import barrier
+from slukd.data.target import ParseStats
+from slukd.distill import Teacher, TeacherTargets
+from slukd.experiment import main_guard, start_experiment
+from slukd.slu import SLUBrain, label_report, make_dataset, prepare_corpus, prepare_scenario, prepare_tokenizer
+from slukd.slu.evaluate import beam_decode, decode_items, encoder_features, greedy_decode, predictions, score_step
+from slukd.train import CompleteCheckpointer
+from slukd.utils.faults import maybe_die
+from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
+from slukd.utils.run import seed_everything
+
+logger = logging.getLogger("slurp_incremental")
+
+#: hparams that cannot change results (left out of the run identity; every other resolved setting is in it).
+NOT_IDENTITY = frozenset({"task", "output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size"})
+
+
+class SLURPIncremental:
+    """The strategy the continual runner calls (train / evaluate / memory), for one run folder."""
+
+    def __init__(self, hparams, run_opts, data, tokenizer, scenario, runner):
+        self.hp, self.run_opts, self.data = hparams, run_opts, data
+        self.tokenizer, self.scenario, self.runner = tokenizer, scenario, runner
+        self.device = run_opts.device if run_opts.device else "cpu"
+        self.eval_amp = torch.bfloat16 if hparams["eval_precision"] == "bf16" else None
+
+    # ---------------------------------------------------------------- data
+    def dataset(self, rows, memory_ids=()):
+        return make_dataset(
+            rows, self.data.root, self.tokenizer, memory_ids=memory_ids,
+            sample_rate=self.hp["sample_rate"], max_seconds=self.hp["max_audio_seconds"],
+        )  # fmt: skip
+
+    def task_rows(self, split: str, t: int) -> list[dict]:
+        rows = self.data.rows[split]
+        return [rows[i] for i in self.scenario.train_indices([r["scenario"] for r in rows], t)]
+
+    # ---------------------------------------------------------------- train one task
+    def train(self, t: int, memory: RehearsalMemory | None):
+        hp, tdir = self.hp, self.runner.task_dir(t)
+        seed_everything(hp["seed"] * 1000 + t)
+        model = hp["model"](vocab_size=self.tokenizer.vocab_size)
+        if t > 0:
+            prev = self.runner.task_dir(t - 1) / "best_model.ckpt"
+            model.load_state_dict(torch.load(prev, map_location="cpu"))
+            logger.info("task %d: model initialised from %s", t + 1, prev)
+        model.to(self.device)
+
+        mem_ids = memory.ids() if memory is not None else []
+        by_id = {r["ID"]: r for r in self.data.rows["train"]}
+        task_rows, mem_rows = self.task_rows("train", t), [by_id[i] for i in mem_ids]
+        valid_rows = self.task_rows("devel", t)
+        logger.info(
+            "task %d/%d %s: %d training items + %d memory items, %d validation items", t + 1, self.scenario.n_tasks,
+            ",".join(self.scenario.tasks[t]), len(task_rows), len(mem_rows), len(valid_rows),
+        )  # fmt: skip
+        train_ds, valid_ds = self.dataset(task_rows + mem_rows, memory_ids=mem_ids), self.dataset(valid_rows)
+
+        # knowledge distillation: the frozen model of task t-1 teaches on the memory items
+        kd_terms = [term for term in hp["kd_terms"] + hp["extra_kd_terms"] if term.active]
+        use_kd = t > 0 and bool(kd_terms) and bool(mem_ids)
+        teacher = Teacher(model) if use_kd else None
+        targets, t_targets = None, time.perf_counter()
+        if use_kd:
+            for term in kd_terms:
+                term.setup(model.encoder_dim, model.encoder_dim)
+            if any("teacher_hyps" in term.needs for term in kd_terms):
+                targets = self.teacher_targets(teacher, mem_rows, tdir, t)
+        targets_s = time.perf_counter() - t_targets
+
+        epochs = hp["number_of_epochs"] if t == 0 or hp["later_task_epochs"] is None else hp["later_task_epochs"]
+        counter = hp["epoch_counter"](limit=epochs)
+        checkpointer = CompleteCheckpointer(tdir / "save", recoverables={"model": model, "counter": counter})
+        brain = SLUBrain(
+            modules={"model": model}, opt_class=hp["opt_class"], hparams=hp, run_opts=self.run_opts,
+            checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms, kd_mode=hp["kd_mode"], targets=targets,
+        )  # fmt: skip
+        brain.tokenizer, brain.task, brain.label = self.tokenizer, t, f"task {t + 1}"
+        brain.bos_id, brain.eos_id, brain.pad_id = self.tokenizer.bos_id, self.tokenizer.eos_id, 0
+        brain.seed_base = hp["seed"] * 1_000_003 + t * 1009
+        brain.lr_schedule = hp["lr_schedule"]
+        brain.decode_fn = functools.partial(greedy_decode, max_len=hp["max_decode_len"])
+        brain.gold_intent = {r["ID"]: r["intent"] for r in valid_rows}
+        brain.train_logger = hp["train_logger"](save_file=str(tdir / "train_log.txt"))
+        brain.train_log_path, brain.epoch_times_path = tdir / "train_log.txt", tdir / "epoch_times.json"
+        brain.batch_hook = functools.partial(maybe_die, "train", t + 1)
+        brain.sampler = ReproducibleRandomSampler(train_ds, seed=hp["seed"] * 7919 + t)
+        brain.fit(
+            counter, train_ds, valid_ds,
+            train_loader_kwargs={"batch_size": hp["batch_size"], "sampler": brain.sampler,
+                                 "num_workers": hp["num_workers"]},
+            valid_loader_kwargs={"batch_size": hp["eval_batch_size"], "num_workers": hp["num_workers"]},
+        )  # fmt: skip
+
+        best = checkpointer.recover_if_possible(max_key="select")
+        if best is None:
+            raise RuntimeError(f"{tdir / 'save'}: no checkpoint after training task {t + 1}")
+        logger.info("task %d: best checkpoint %s (meta %s)", t + 1, best.path.name, best.meta)
+        model = brain._model
+        if if_main_process():
+            atomic_torch_save(model.state_dict(), tdir / "best_model.ckpt")
+        return model, {
+            "best_checkpoint": dict(best.meta),
+            "epoch_s": self._epoch_seconds(tdir),
+            "targets_s": targets_s,
+            "data": self.data.report,
+        }
+
+    @staticmethod
+    def _epoch_seconds(tdir: Path) -> list[float]:
+        import json
+
+        path = tdir / "epoch_times.json"
+        times = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return [times[k] for k in sorted(times, key=int) if times[k] is not None]
+
+    def teacher_targets(self, teacher: Teacher, mem_rows: list[dict], tdir: Path, t: int) -> TeacherTargets:
+        """The teacher's beam-search hypotheses of the memory, decoded once per task (batched) and cached on disk,
+        in the precision the teacher was evaluated in."""
+        hp = self.hp
+        beam, max_len, amp, device = hp["pseudo_beam_size"], hp["max_decode_len"], self.eval_amp, self.device
+        config = {"beam": beam, "max_len": max_len, "precision": hp["eval_precision"]}
+        targets = TeacherTargets(tdir / "targets", teacher.fingerprint, config, hyps=True, emb=False)
+
+        def compute(batch):
+            batch = batch.to(device)
+            wavs, lens = batch.sig
+            with torch.autocast(device_type=torch.device(device).type, dtype=amp, enabled=amp is not None):
+                hyps = teacher.run(lambda m: beam_decode(m, m.encode(wavs, lens), lens, beam, max_len))
+            return hyps, None
+
+        if if_main_process():
+            loader = make_dataloader(self.dataset(mem_rows), batch_size=hp["eval_batch_size"])
+            targets.ensure(loader, compute, on_batch=lambda k: maybe_die("targets", t + 1, k))
+        barrier()
+        targets.reload()
+        return targets
+
+    # ---------------------------------------------------------------- evaluate after task t
+    def evaluate(self, t: int, model) -> dict:
+        hp, tdir = self.hp, self.runner.task_dir(t)
+        test_rows = [
+            self.data.rows["test"][i]
+            for i in self.scenario.eval_indices([r["scenario"] for r in self.data.rows["test"]], t)
+        ]
+        hyps = decode_items(
+            model, self.dataset(test_rows), self.tokenizer, beam_size=hp["test_beam_size"],
+            batch_size=hp["eval_batch_size"], max_len=hp["max_decode_len"], device=self.device,
+            precision=self.eval_amp, desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
+            on_batch=lambda k: maybe_die("eval", t + 1, k),
+        )  # fmt: skip
+        stats = ParseStats()
+        preds = predictions(test_rows, hyps, stats)
+        atomic_write_jsonl(tdir / "predictions.jsonl", preds)
+        scores = score_step(test_rows, preds, self.scenario.task_of, t)
+        logger.info(
+            "after task %d/%d: intent acc on seen tasks %.2f%% (per task: %s), WER %.2f%%, SLU-F1 %.2f%%",
+            t + 1, self.scenario.n_tasks, 100 * scores["seen"]["intent_acc"],
+            ", ".join(f"{100 * p['intent_acc']:.1f}" for p in scores["per_task"]),
+            100 * scores["seen"]["wer"], 100 * scores["seen"]["slu_f1"],
+        )  # fmt: skip
+        return {"scenarios": list(self.scenario.tasks[t]), **scores, "parse": stats.as_dict()}
+
+    # ---------------------------------------------------------------- rehearsal memory
+    def memory_candidates(self, t: int) -> tuple[list[str], list[str]]:
+        rows = self.task_rows("train", t)
+        return [r["ID"] for r in rows], [r["scenario"] for r in rows]
+
+    def features(self, t: int, model, ids: list[str]) -> torch.Tensor:
+        by_id = {r["ID"]: r for r in self.data.rows["train"]}
+        ds = self.dataset([by_id[i] for i in ids])
+        return encoder_features(model, ds, self.hp["eval_batch_size"], self.device, progress=False)
+
+
+def main(argv: list[str]) -> int:
+    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/slurp_incremental.py")
+    out = Path(hparams["output_folder"])
+
+    # data: corpus and manifests (audio decoded once), tokenizer, task split
+    data = prepare_corpus(hparams, out)
+    tokenizer = prepare_tokenizer(hparams, out, data)
+    scenario = prepare_scenario(hparams, out, data)
+    data.report.update(label_report(data, scenario))
+
+    # rehearsal memory: the budget and selection rule (filled at the end of each task)
+    memory = None
+    if hparams["memory"] != "none":
+        per_class = hparams["memory_per_class"]
+        memory = RehearsalMemory(
+            selection=hparams["memory"], per_class=per_class,
+            fraction=None if per_class is not None else hparams["memory_fraction"],
+            total_items=len(data.rows["train"]), seed=hparams["seed"],
+        )  # fmt: skip
+
+    # the continual loop
+    runner = ContinualRunner(out, scenario.n_tasks, memory, header={"row": hparams["row"], "seed": hparams["seed"]})
+    strategy = SLURPIncremental(hparams, run_opts, data, tokenizer, scenario, runner)
+    task = hparams["task"]
+    runner.run(strategy, only_task=int(task) if task is not None else None)
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

@@ -47,7 +47,7 @@ TINY = [
 ]
 
 #: result fields that measure time or memory (differ between two otherwise identical runs)
-VOLATILE = {"epoch_s", "train_s", "eval_s", "wall_s", "pseudo_s", "peak_rss_mb", "best_checkpoint"}
+VOLATILE = {"epoch_s", "train_s", "eval_s", "wall_s", "pseudo_s", "targets_s", "peak_rss_mb", "best_checkpoint"}
 
 
 def make_corpus(root: Path, per_split: dict[str, int], seconds: float = 0.4) -> Path:

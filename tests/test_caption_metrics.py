@@ -58,3 +58,31 @@ def test_spice_skipped_with_message(tmp_path):
 def test_meteor_with_java():
     m = caption_metrics({k: v[0] for k, v in REFS.items()}, REFS)
     assert m["METEOR"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_tokenizer_and_backend_are_validated_and_recorded():
+    with pytest.raises(ValueError, match="unknown tokenizer 'nltk'"):
+        caption_metrics({"a": "x"}, {"a": ["x"]}, tokenizer="nltk")
+    with pytest.raises(ValueError, match="unknown caption-metrics backend 'coco'"):
+        caption_metrics({"a": "x"}, {"a": ["x"]}, backend="coco")
+    m = caption_metrics({k: v[0] for k, v in REFS.items()}, REFS, meteor=False)
+    assert m["tokenizer"] == "simple" and m["backend"] == "pycocoevalcap"
+    assert m["FENSE"] is None and "aac-metrics" in m["skipped"]["FENSE"]
+
+
+def test_ptb_without_java_says_what_to_install(monkeypatch):
+    import slukd.metrics.caption as caption
+
+    monkeypatch.setattr(caption, "java_available", lambda: False)
+    with pytest.raises(RuntimeError, match="default-jre-headless"):
+        caption.caption_metrics({"a": "x"}, {"a": ["x"]}, tokenizer="ptb", meteor=False)
+
+
+@pytest.mark.skipif(not java_available(), reason="the PTB tokenizer needs Java")
+def test_ptb_tokenizer_with_java():
+    preds = {"a": "A Dog\nbarks loudly!", "b": "rain falls on a roof", "c": "A man speaks."}
+    m = caption_metrics(preds, REFS, tokenizer="ptb", meteor=False)
+    assert m["tokenizer"] == "ptb"
+    # lower-cased, punctuation dropped, the newline does not shift the captions that follow it
+    assert m["BLEU_4"] == pytest.approx(1.0, abs=1e-6)
+    assert m["per_item_CIDEr_D"]["a"] > 0.0 and m["per_item_CIDEr_D"]["c"] > 0.0

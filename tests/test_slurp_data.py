@@ -189,3 +189,53 @@ def test_real_slurp_test_metadata(shared_slurp, tmp_path):
     for r in rows[::7]:
         p = parse(r["target"])
         assert p.ok and p.intent == r["intent"] and p.entities == r["entities"] and p.transcript == r["transcript"]
+
+
+def test_repeated_ids_exact_kept_once_conflicting_named_with_both_lines(tmp_path, caplog):
+    a = _rec(1, "weather", "query", ["is", "it", "sunny"], [], ["audio-1.flac"])
+    a_more = _rec(1, "weather", "query", ["is", "it", "sunny"], [], ["audio-1.flac", "audio-4.flac"])
+    b = _rec(2, "alarm", "set", ["wake", "me", "at", "six"], [("time", [3])], ["audio-2.flac"])
+    b_other = _rec(2, "alarm", "set", ["wake", "me", "at", "seven"], [("time", [3])], ["audio-5.flac"])
+    c = _rec(3, "iot", "coffee", ["make", "coffee"], [], ["audio-3.flac"])
+    c_steals = _rec(6, "iot", "cleaning", ["clean", "up"], [], ["audio-3.flac"])  # c's recording, other labels
+    lines = [a, b, c, a_more, b_other, c_steals]
+    audio = {f"audio-{i}.flac": 0.5 for i in range(1, 6)}
+    root = _make(tmp_path / "dup", {"train": lines}, audio)
+    with pytest.raises(SlurpFormatError, match=r"train\.jsonl:5: slurp_id 2 was first read at .*train\.jsonl:2"):
+        prepare_slurp(root, tmp_path / "strict", splits=("train",))
+    with caplog.at_level(logging.WARNING, logger="slukd.data.slurp"):
+        paths, rep = prepare_slurp_with_report(root, tmp_path / "o", splits=("train",), skip_bad=True)
+    assert [r["ID"] for r in read_manifest(paths["train"])] == ["audio-1", "audio-2", "audio-3", "audio-4"]
+    assert rep.skipped["train"] == {
+        "duplicate_slurp_id": 1,  # line 4 repeats line 1 (its new recording audio-4 is kept)
+        "duplicate_recording": 1,  # audio-1 on line 4
+        "conflicting_slurp_id": 1,  # line 5: slurp_id 2 with another sentence
+        "conflicting_recording": 1,  # line 6: audio-3 with other labels
+    }
+    assert rep.sentences["train"] == 4  # slurp_ids 1, 2, 3, 6 (line 6 is read; only its recording is refused)
+    assert "train.jsonl:5: slurp_id 2 was first read at" in caplog.text
+    assert "sentence: 'wake me at six' vs 'wake me at seven'" in caplog.text
+    assert "train.jsonl:6: recording audio-3 was first read at" in caplog.text and "train.jsonl:3" in caplog.text
+    saved = json.loads((tmp_path / "o" / "prepare_report.json").read_text())["report"]["skipped"]
+    assert saved == {"train": rep.skipped["train"]} and read_prepare_report(tmp_path / "o").skipped == saved
+    # exact repeats alone are not errors: kept once and counted without skip_bad
+    root2 = _make(tmp_path / "dup2", {"test": [a, c, a_more]}, audio)
+    paths, rep = prepare_slurp_with_report(root2, tmp_path / "o2", splits=("test",))
+    assert rep.rows["test"] == 3 and rep.skipped["test"] == {"duplicate_slurp_id": 1, "duplicate_recording": 1}
+
+
+def test_read_manifest_checks_columns_fields_and_entities(tmp_path):
+    header = ",".join(COLUMNS) + "\n"
+    good = "x,$data_root/a.flac,1.0,1,alarm,set,alarm_set,hi,[],alarm_set _SEP hi\n"
+    cases = {
+        "cols": ("ID,wav\nx,y\n", r"cols\.csv:1: not an SLU manifest \(missing columns"),
+        "short": (header + good + "y,w,1.0\n", r"short\.csv:3: bad manifest row"),
+        "entities": (header + good.replace("[]", '"{}"'), r"entities\.csv:2: .*not a JSON list"),
+    }
+    for name, (text, pattern) in cases.items():
+        (tmp_path / f"{name}.csv").write_text(text)
+        with pytest.raises(SlurpFormatError, match=pattern):
+            read_manifest(tmp_path / f"{name}.csv")
+    (tmp_path / "latin.csv").write_bytes((header + good).encode() + b"y,w,1.0,1,alarm,set,alarm_set,caf\xe9,[],t\n")
+    with pytest.raises(SlurpFormatError, match=r"latin\.csv: not UTF-8"):
+        read_manifest(tmp_path / "latin.csv")

@@ -3,17 +3,39 @@
 from __future__ import annotations
 
 import csv
+import ctypes.util
 import hashlib
+import importlib.util
+import io
 import json
+import shutil
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from slukd.data import synth_scenes as ss
+from slukd.data import tts
 from slukd.data.captions import prepare_clotho, read_manifest
 
 SIZES = {"train": 6, "valid": 2, "test": 2, "audio_only": 3}
+needs_espeak = pytest.mark.skipif(tts.available_backend() is None, reason="no espeak-ng program or library")
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal (tqdm shows its bar only on one)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _fake_speak(calls: list):
+    def speak(text, voice="en-us", rate=160, pitch=50, variant="", **kw):
+        calls.append({"text": text, "voice": voice, "variant": variant, "rate": rate, **kw})
+        return np.sin(2 * np.pi * 200 * np.arange(8000) / 16000)
+
+    return speak
 
 
 def _digest(folder) -> str:
@@ -121,5 +143,60 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ss.cli_main(["--out", str(tmp_path / "x"), "--tier", "nope"], prog="t")
     assert ss.cli_main(["--out", str(tmp_path / "y"), "--captioned_fraction", "0"], prog="t") == 2
-    assert ss.cli_main(["--out", str(tmp_path / "z"), "--tier", "tiny", "--jobs", "1"], prog="t") == 0
+    assert (
+        ss.cli_main(["--out", str(tmp_path / "z"), "--tier", "tiny", "--jobs", "1", "--noprogressbar"], prog="t") == 0
+    )
     assert json.loads(capsys.readouterr().out)["clips"]["train"] == ss.TIERS["tiny"].n_train
+
+
+def test_speech_goes_through_slukd_data_tts(monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(tts, "speak", _fake_speak(calls))
+    x = ss.synthesize_speech("please open the window", "en-gb-scotland+m2", rate=170)
+    assert len(x) == 8000
+    (call,) = calls
+    assert call["voice"] == "en-gb-scotland" and call["variant"] == "m2" and call["rate"] == 170
+    assert call["trim"] == 0.0 and call["trim_threshold"] == 0.01 and call["dtype"] is np.float64
+    ev = ss.Event("speech", attrs={"who": "man", "voice": "en-us+m3", "text": "call me", "rate": 160})
+    assert ss.render_event(np.random.default_rng(0), ev).shape == (8000,) and calls[-1]["voice"] == "en-us"
+    # one whitelist for both corpora (checked before any synthesis)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="whitelist"):
+        ss.synthesize_speech("hello", "mb-us1")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("espeakng_loader") is None and ctypes.util.find_library("espeak-ng") is None,
+    reason="no espeak-ng library (espeakng-loader or libespeak-ng)",
+)
+def test_speech_without_the_program_uses_the_library(monkeypatch):
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "espeak-ng" else which(name, *a, **k))
+    x = ss.synthesize_speech("please open the window", "en-us+m3")
+    assert x.dtype == np.float64 and 8000 < len(x) < 48000 and 0.01 < np.abs(x).max() <= 1.0
+
+
+def test_progress_bar_over_clips(tmp_path, monkeypatch):
+    monkeypatch.setattr(tts, "speak", _fake_speak([]))
+    sizes = {"train": 3, "valid": 1, "test": 1, "audio_only": 2}
+    err = _Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    ss.generate_scenes(tmp_path / "a", tier="tiny", seed=0, sizes=sizes)
+    text = err.getvalue()
+    assert "scenes train: 100%|" in text and "3/3" in text and "scenes audio_only: 100%|" in text and "2/2" in text
+    err.seek(0)
+    err.truncate()
+    ss.generate_scenes(tmp_path / "b", tier="tiny", seed=0, sizes=sizes, progress=False)
+    assert "%|" not in err.getvalue()  # no bar (the log may write there)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+@needs_espeak
+def test_parallel_generation_with_a_bar_is_deterministic(tmp_path, monkeypatch):
+    sizes = {"train": 10, "valid": 1, "test": 1, "audio_only": 1}  # > 8 clips: the process pool is used
+    ss.generate_scenes(tmp_path / "serial", tier="tiny", seed=5, sizes=sizes, jobs=1, progress=False)
+    err = _Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    ss.generate_scenes(tmp_path / "pool", tier="tiny", seed=5, sizes=sizes, jobs=2)
+    assert "10/10" in err.getvalue()
+    assert _digest(tmp_path / "serial") == _digest(tmp_path / "pool")

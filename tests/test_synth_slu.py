@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from slukd.data import slu_vocab as V
 from slukd.data import synth_slu as S
 from slukd.data import tts
-from slukd.data.slurp import prepare_slurp_with_report, read_manifest
+from slukd.data.slurp import SlurpFormatError, prepare_slurp_with_report, read_manifest
 from slukd.data.target import SLURP_ENTITY_TYPES, SLURP_INTENTS, SLURP_SCENARIO_ACTIONS, parse
 
 needs_espeak = pytest.mark.skipif(tts.available_backend() is None, reason="no espeak-ng binary or library")
@@ -170,3 +172,53 @@ def test_demo_tier_full_size(tmp_path):
     out = S.synthesize_slu_corpus(tmp_path / "demo", tier="demo", seed=0, num_workers=2)
     _, rep = prepare_slurp_with_report(out, tmp_path / "m", splits=("train", "devel", "test"))
     assert rep.rows == {"train": 2240, "devel": 180, "test": 600}
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal (tqdm shows its bar only on one)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_over_recordings_and_flag(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_speak(text, **kw):
+        calls.append(text)
+        return np.full(4000, 0.1, dtype=np.float32)
+
+    monkeypatch.setattr(tts, "speak", fake_speak)  # _run_jobs looks it up at call time (one worker: this process)
+    err = _Terminal()
+    monkeypatch.setattr(sys, "stderr", err)
+    S.synthesize_slu_corpus(tmp_path / "a", tier="tiny", num_workers=1, scenarios=["weather"])
+    n = len(calls)
+    assert n > 3 and "synth slu: 100%|" in err.getvalue() and f"{n}/{n}" in err.getvalue()
+    err.seek(0)
+    err.truncate()
+    S.synthesize_slu_corpus(tmp_path / "b", tier="tiny", num_workers=1, scenarios=["weather"], progress=False)
+    assert len(calls) == 2 * n and "%|" not in err.getvalue()
+    args = ["--out", str(tmp_path / "c"), "--tier", "tiny", "--workers", "1", "--scenarios", "weather"]
+    assert S.cli_main(args + ["--noprogressbar"], prog="t") == 0
+    assert len(calls) == 3 * n and "%|" not in err.getvalue()
+
+
+def test_slurp_tts_input_errors_are_slurp_format_errors(tmp_path):
+    good = {
+        "slurp_id": 7,
+        "sentence": "wake me up",
+        "scenario": "alarm",
+        "action": "set",
+        "tokens": [{"surface": w} for w in "wake me up".split()],
+        "entities": [{"type": "time", "span": [5]}],  # outside the tokens: prepare_slurp would refuse it
+    }
+    src = tmp_path / "test.jsonl"
+    src.write_text(json.dumps(dict(good, entities=[])) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(SlurpFormatError, match=r"test\.jsonl:2: .*span_out_of_range"):
+        S.synthesize_slu_corpus(tmp_path / "out", tier="tiny", from_slurp_jsonl=str(src))
+    src.write_bytes(json.dumps(dict(good, entities=[])).encode() + b"\n" + b'{"sentence": "caf\xe9"}\n')
+    with pytest.raises(SlurpFormatError, match=r"test\.jsonl:2: not UTF-8"):
+        S.synthesize_slu_corpus(tmp_path / "out", tier="tiny", from_slurp_jsonl=str(src))
+    src.write_text(json.dumps(dict(good, entities=[], sentence=" ", tokens=[])) + "\n")
+    with pytest.raises(SlurpFormatError, match=r"test\.jsonl:1: empty sentence"):
+        S.synthesize_slu_corpus(tmp_path / "out", tier="tiny", from_slurp_jsonl=str(src))

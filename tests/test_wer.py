@@ -77,3 +77,58 @@ def test_bad_input():
         wer(["a", "b"], ["a"])
     with pytest.raises(TypeError, match="hypothesis 1 is NoneType"):
         cer(["a", "b"], ["a", None])
+
+
+def test_write_wer_alignments_hand_computed(tmp_path):
+    from slukd.metrics.wer import write_wer_alignments
+
+    ids = ["u1", "u2", "u3"]
+    refs = ["The cat sat.", "Hello, World!", "Don\u2019t stop"]
+    hyps = ["the cat sit on", "hello", "do not stop"]
+    # u1: sat->sit, +on (2 edits / 3); u2: -world (1 / 2); u3: don't->do, +not (2 / 2): the apostrophe keeps
+    # "don't" one word. Corpus: 5 edits / 7 reference words, 2 ins 1 del 2 sub.
+    out = tmp_path / "sub" / "wer.txt"
+    summary = write_wer_alignments(out, ids, refs, hyps)
+    assert (summary["num_edits"], summary["num_scored_tokens"]) == (5, 7)
+    assert (summary["insertions"], summary["deletions"], summary["substitutions"]) == (2, 1, 2)
+    assert summary["WER"] == pytest.approx(100 * 5 / 7) == pytest.approx(100 * wer(refs, hyps))
+    text = out.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[0] == "%WER 71.43 [ 5 / 7, 2 ins, 1 del, 2 sub ]"
+    assert lines[1] == "%SER 100.00 [ 3 / 3 ]"
+    assert "u1, %WER 66.67 [ 2 / 3, 1 ins, 0 del, 1 sub ]" in lines
+    assert "u2, %WER 50.00 [ 1 / 2, 0 ins, 1 del, 0 sub ]" in lines
+    i = lines.index("u3, %WER 100.00 [ 2 / 2, 1 ins, 0 del, 1 sub ]")
+    ref_row, op_row, hyp_row = (line.split(" ; ") for line in lines[i + 1 : i + 4])
+    assert [t.strip() for t in ref_row] == ["don't", "<eps>", "stop"]
+    assert [t.strip() for t in op_row] == ["S", "I", "="]
+    assert [t.strip() for t in hyp_row] == ["do", "not", "stop"]
+    assert [p.name for p in out.parent.iterdir()] == ["wer.txt"]  # atomic write leaves no temp file
+
+
+def test_write_wer_alignments_matches_corpus_wer(tmp_path):
+    from slukd.metrics.wer import write_wer_alignments
+
+    rng = random.Random(1)
+    vocab = ["a", "b", "c", "d", "it's", "e."]
+    refs = [" ".join(rng.choices(vocab, k=rng.randint(0, 6))) for _ in range(40)]
+    hyps = [" ".join(rng.choices(vocab, k=rng.randint(0, 6))) for _ in range(40)]
+    summary = write_wer_alignments(tmp_path / "wer.txt", [f"utt{i:02d}" for i in range(40)], refs, hyps)
+    first = (tmp_path / "wer.txt").read_text(encoding="utf-8").splitlines()[0]
+    assert summary["WER"] == pytest.approx(100 * wer(refs, hyps))
+    assert float(first.split()[1]) == pytest.approx(100 * wer(refs, hyps), abs=0.005)
+    assert summary["num_scored_tokens"] == wer_counts(refs, hyps).n_ref
+
+
+def test_write_wer_alignments_empty_references_and_bad_input(tmp_path):
+    from slukd.metrics.wer import write_wer_alignments
+
+    s = write_wer_alignments(tmp_path / "w.txt", ["x"], ["!!"], ["something said"])
+    assert s["WER"] == 100.0 == 100 * wer(["!!"], ["something said"])  # N = 0 policy, not SpeechBrain's 0
+    assert (tmp_path / "w.txt").read_text().startswith("%WER 100.00 [ 2 / 0, 2 ins")
+    with pytest.raises(ValueError, match="duplicate utterance ID 'a'"):
+        write_wer_alignments(tmp_path / "w.txt", ["a", "a"], ["x", "y"], ["x", "y"])
+    with pytest.raises(ValueError, match="1 utterance IDs but 2 references"):
+        write_wer_alignments(tmp_path / "w.txt", ["a"], ["x", "y"], ["x", "y"])
+    with pytest.raises(ValueError, match="no utterances to align"):
+        write_wer_alignments(tmp_path / "w.txt", [], [], [])

@@ -228,3 +228,48 @@ def check_audio_files(
             result.bad[path] = (err.reason, str(err))
     result.notes = stats.as_dict()
     return result
+
+
+def duration_outliers(
+    durations: dict[str, float], factor: float = 4.0, abs_max: float | None = None, top: int = 5
+) -> dict[str, Any]:
+    """Clips much longer than the rest: duration > ``factor`` x median, or > ``abs_max`` seconds when given.
+
+    ``durations``: {clip id: seconds}; negative values (unknown duration, e.g. -1 from a metadata-only manifest)
+    are ignored. Returns ``{"median": m, "threshold": t, "outliers": {id: seconds}}`` with the outliers longest
+    first (ties by id) and ``t = min(factor * m, abs_max)``; logs one warning naming how many and the ``top``
+    longest. ``median`` is 0.0 and nothing is flagged when no duration is known. NaN/inf raise ``ValueError``
+    naming the clip.
+    """
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    if abs_max is not None and not abs_max > 0:
+        raise ValueError(f"abs_max must be > 0, got {abs_max}")
+    known: dict[str, float] = {}
+    for key, d in durations.items():
+        d = float(d)
+        if not np.isfinite(d):
+            raise ValueError(f"duration of {key!r} is not finite ({d})")
+        if d >= 0:
+            known[key] = d
+    if not known:
+        return {"median": 0.0, "threshold": float("inf") if abs_max is None else float(abs_max), "outliers": {}}
+    median = float(np.median(np.fromiter(known.values(), dtype=np.float64)))
+    threshold = factor * median
+    if abs_max is not None:
+        threshold = min(threshold, float(abs_max))
+    flagged = sorted(((d, k) for k, d in known.items() if d > threshold), key=lambda x: (-x[0], x[1]))
+    outliers = {k: d for d, k in flagged}
+    if outliers:
+        longest = ", ".join(f"{k} ({d:.1f} s)" for d, k in flagged[:top])
+        logger.warning(
+            "%d of %d clips are longer than %.1f s (%s x median %.2f s%s); longest: %s",
+            len(outliers),
+            len(known),
+            threshold,
+            factor,
+            median,
+            "" if abs_max is None else f", or > {abs_max} s",
+            longest,
+        )
+    return {"median": median, "threshold": threshold, "outliers": outliers}

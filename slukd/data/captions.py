@@ -12,8 +12,14 @@ Prepare functions read a user's ``--data_folder`` and write SpeechBrain-style CS
   one row per caption) with audio found under ``<split>/`` or ``audio/<split>/`` as ``<youtube_id>_<start_time>``,
   ``Y<youtube_id>``, ``<youtube_id>`` or ``<audiocap_id>`` (``.wav``/``.flac``).
 
-Bad rows (missing audio, no caption, missing fields) are skipped, counted and logged with file and line; a file
-without the expected columns raises ``ValueError`` naming the file.
+Bad rows are skipped, counted by split and reason and logged with file and line; a file without the expected
+columns raises ``ValueError`` naming the file. Reasons (:data:`SKIP_REASONS`): ``empty_file_name``, ``no_caption``,
+``missing_field``, ``wrong_caption_count`` (Clotho: not ``n_captions`` = 5 non-empty captions; AudioCaps: only with
+``captions_per_clip``), ``missing_audio``, ``unreadable_audio``, ``duplicate_clip`` / ``conflicting_clip`` (a clip
+ID seen before in the split with the same / other audio file or captions; the first is kept), and for AudioCaps
+``duplicate_caption`` / ``conflicting_caption`` (an ``audiocap_id`` seen before with the same / another clip or
+caption). The counts go to ``save_folder/prepare_report.json`` (:func:`read_prepare_report`), shaped like the SLURP
+one: ``report.skipped`` is {split: {reason: count}}.
 
 Text: :func:`normalize_caption` lowercases, keeps letters, digits and in-word apostrophes, collapses spaces.
 :class:`WordVocab` maps normalised words to ids (pad 0, bos 1, eos 2, unk 3), captions capped at ``max_words``.
@@ -44,6 +50,22 @@ MANIFEST_FIELDS = ["ID", "wav", "duration", "captions"]
 CLOTHO_SPLITS = {"train": "development", "valid": "validation", "test": "evaluation"}
 AUDIOCAPS_SPLITS = {"train": "train", "valid": "val", "test": "test"}
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
+CLOTHO_CAPTIONS = 5
+#: AudioCaps (v1) captions per clip: pass as ``captions_per_clip`` to :func:`prepare_audiocaps` to enforce them
+AUDIOCAPS_CAPTIONS_PER_CLIP = {"train": 1, "valid": 5, "test": 5}
+REPORT_NAME = "prepare_report.json"
+SKIP_REASONS = (
+    "empty_file_name",
+    "no_caption",
+    "missing_field",
+    "wrong_caption_count",
+    "missing_audio",
+    "unreadable_audio",
+    "duplicate_clip",
+    "conflicting_clip",
+    "duplicate_caption",
+    "conflicting_caption",
+)
 
 
 def normalize_caption(text: str) -> str:
@@ -56,20 +78,45 @@ def normalize_caption(text: str) -> str:
 
 @dataclass
 class SkipStats:
-    """Counts of skipped rows by reason, with the first few locations for the log."""
+    """Skipped rows by split and reason, with the first few locations (``file:line: detail (reason)``)."""
 
-    counts: Counter = field(default_factory=Counter)
+    counts: dict[str, Counter] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
-    def skip(self, reason: str, where: str) -> None:
-        self.counts[reason] += 1
+    def skip(self, split: str, reason: str, where: str, detail: str = "") -> None:
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}")
+        self.counts.setdefault(split, Counter())[reason] += 1
+        msg = f"{where}: {detail} ({reason})" if detail else f"{where}: ({reason})"
         if len(self.examples) < 20:
-            self.examples.append(f"{where}: {reason}")
-        logger.warning("skipped %s: %s", where, reason)
+            self.examples.append(msg)
+        logger.warning("skipped %s", msg)
+
+    def by_split(self, splits: Iterable[str] = ()) -> dict[str, dict[str, int]]:
+        """{split: {reason: count}}; every split of ``splits`` is present (empty when nothing was skipped)."""
+        out = {s: {} for s in splits}
+        out.update({s: dict(c) for s, c in self.counts.items()})
+        return out
 
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return sum(sum(c.values()) for c in self.counts.values())
+
+
+class _FirstSeen:
+    """Remembers the first occurrence of each key (its ``file:line`` and value) to tell exact repeats from
+    conflicting ones."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, tuple[str, Any]] = {}
+
+    def check(self, key: str, value: Any, where: str) -> tuple[str, str] | None:
+        """None for a new key (remembered); else ("same" | "other", file:line of the first occurrence)."""
+        if key not in self.first:
+            self.first[key] = (where, value)
+            return None
+        where0, value0 = self.first[key]
+        return ("same" if value0 == value else "other"), where0
 
 
 def _duration(path: Path) -> float:
@@ -133,62 +180,102 @@ def _find_dir(base: Path, names: Iterable[str]) -> Path | None:
     return None
 
 
-def read_clotho_csv(csv_path: Path, audio_dir: Path, split: str, stats: SkipStats) -> list[dict[str, Any]]:
-    """Rows of one Clotho caption CSV (``file_name, caption_1..caption_N``) whose audio exists."""
+def read_clotho_csv(
+    csv_path: Path, audio_dir: Path, split: str, stats: SkipStats, n_captions: int | None = CLOTHO_CAPTIONS
+) -> list[dict[str, Any]]:
+    """Rows of one Clotho caption CSV (``file_name, caption_1..caption_N``) whose audio exists and reads.
+
+    ``n_captions``: the number of non-empty captions a row must have (None: at least one)."""
     rows = []
+    seen = _FirstSeen()
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         cap_cols = sorted((c for c in header if re.fullmatch(r"caption_\d+", c or "")), key=lambda c: int(c[8:]))
-        if "file_name" not in header or not cap_cols:
-            raise ValueError(f"{csv_path}: expected columns file_name, caption_1..caption_5; got {header}")
-        for line, r in enumerate(reader, start=2):
-            where = f"{csv_path}:{line}"
+        if "file_name" not in header or not cap_cols or len(cap_cols) < (n_captions or 1):
+            raise ValueError(
+                f"{csv_path}: expected columns file_name, caption_1..caption_{n_captions or 'N'}; got {header}"
+            )
+        for r in reader:
+            where = f"{csv_path}:{reader.line_num}"
             name = (r.get("file_name") or "").strip()
             if not name:
-                stats.skip("empty file_name", where)
+                stats.skip(split, "empty_file_name", where)
                 continue
             caps = [(r.get(c) or "").strip() for c in cap_cols]
             caps = [c for c in caps if c]
             if not caps:
-                stats.skip("no caption", where)
+                stats.skip(split, "no_caption", where, name)
+                continue
+            if n_captions is not None and len(caps) != n_captions:
+                stats.skip(split, "wrong_caption_count", where, f"{name} has {len(caps)} captions, not {n_captions}")
+                continue
+            clip_id = f"{split}_{Path(name).stem}"
+            dup = seen.check(clip_id, (name, caps), where)
+            if dup is not None:
+                kind, where0 = dup
+                if kind == "same":
+                    stats.skip(split, "duplicate_clip", where, f"{name} repeats {where0} exactly; kept once")
+                else:
+                    stats.skip(
+                        split,
+                        "conflicting_clip",
+                        where,
+                        f"clip {clip_id} ({name}) was read at {where0} with other audio or captions; the first is kept",
+                    )
                 continue
             wav = (audio_dir / name).resolve()
             if not wav.is_file():
-                stats.skip(f"audio file not found: {wav}", where)
+                stats.skip(split, "missing_audio", where, str(wav))
                 continue
             try:
                 dur = _duration(wav)
             except Exception as err:  # unreadable audio
-                stats.skip(f"unreadable audio {wav} ({err})", where)
+                stats.skip(split, "unreadable_audio", where, f"{wav}: {err}")
                 continue
-            rows.append(
-                {"ID": f"{split}_{Path(name).stem}", "wav": str(wav), "duration": round(dur, 3), "captions": caps}
-            )
+            rows.append({"ID": clip_id, "wav": str(wav), "duration": round(dur, 3), "captions": caps})
     return rows
 
 
-def _audio_only_rows(folder: Path, stats: SkipStats, csv_name: str | None = None) -> list[dict[str, Any]]:
-    """An audio-only pool: the files named in ``folder/../<csv_name>`` (column file_name), or every audio file."""
+def _audio_only_rows(
+    folder: Path, stats: SkipStats, seen: _FirstSeen, csv_name: str | None = None
+) -> list[dict[str, Any]]:
+    """An audio-only pool: the files named in ``folder/../<csv_name>`` (column file_name), or every audio file.
+    ``seen`` is shared by the pool's sources (a clip ID names one file)."""
     rows = []
     if csv_name is not None:
         csv_path = folder.parent / csv_name
+        items = []
         with open(csv_path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if "file_name" not in (reader.fieldnames or []):
                 raise ValueError(f"{csv_path}: expected a file_name column; got {reader.fieldnames}")
-            names = [(line, (r.get("file_name") or "").strip()) for line, r in enumerate(reader, start=2)]
-        where_of = {n: f"{csv_path}:{line}" for line, n in names}
-        paths = [(folder / n) for _, n in names if n]
+            for r in reader:
+                where = f"{csv_path}:{reader.line_num}"
+                name = (r.get("file_name") or "").strip()
+                if not name:
+                    stats.skip("audio_only", "empty_file_name", where)
+                    continue
+                items.append(((folder / name).resolve(), where))
     else:
-        paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
-        where_of = {}
-    for p in paths:
-        p = p.resolve()
-        if not p.is_file():
-            stats.skip(f"audio file not found: {p}", where_of.get(str(p.name), str(folder)))
+        items = [(p.resolve(), str(p)) for p in sorted(folder.rglob("*")) if p.suffix.lower() in AUDIO_EXTS]
+    for path, where in items:
+        clip_id = f"audio_only_{path.stem}"
+        dup = seen.check(clip_id, str(path), where)
+        if dup is not None:
+            kind, where0 = dup
+            reason = "duplicate_clip" if kind == "same" else "conflicting_clip"
+            stats.skip("audio_only", reason, where, f"clip {clip_id} was read at {where0}; the first is kept")
             continue
-        rows.append({"ID": f"audio_only_{p.stem}", "wav": str(p), "duration": round(_duration(p), 3), "captions": []})
+        if not path.is_file():
+            stats.skip("audio_only", "missing_audio", where, str(path))
+            continue
+        try:
+            dur = _duration(path)
+        except Exception as err:  # unreadable audio
+            stats.skip("audio_only", "unreadable_audio", where, f"{path}: {err}")
+            continue
+        rows.append({"ID": clip_id, "wav": str(path), "duration": round(dur, 3), "captions": []})
     return rows
 
 
@@ -198,12 +285,15 @@ def prepare_clotho(
     audio_only_folder: str | os.PathLike | None = None,
     captioned_fraction: float = 1.0,
     seed: int = 0,
+    n_captions: int | None = CLOTHO_CAPTIONS,
 ) -> dict[str, Path]:
     """Clotho v2 layout -> ``save_folder/{train,valid,test,audio_only}.csv``. Returns the manifest paths.
 
     ``audio_only_folder``: extra caption-free clips (every audio file below it). The built-in corpus's
     ``audio_only.csv`` is used automatically when present. ``captioned_fraction`` < 1 keeps captions for a seeded
-    fraction of the training clips and moves the others to the audio-only manifest.
+    fraction of the training clips and moves the others to the audio-only manifest. ``n_captions``: captions a row
+    must have (Clotho: 5; None accepts any number >= 1). Skips by split and reason go to
+    ``save_folder/prepare_report.json`` (:func:`read_prepare_report`).
     """
     data, save = Path(data_folder), Path(save_folder)
     if not data.is_dir():
@@ -217,17 +307,23 @@ def prepare_clotho(
         audio_dir = _find_dir(data, (cname, f"clotho_audio_{cname}", f"audio/{cname}"))
         if audio_dir is None:
             raise FileNotFoundError(f"no audio folder for {cname} in {data} (tried {cname}/, clotho_audio_{cname}/)")
-        out[split] = read_clotho_csv(csv_path, audio_dir, split, stats)
+        out[split] = read_clotho_csv(csv_path, audio_dir, split, stats, n_captions)
     pool: list[dict[str, Any]] = []
+    seen = _FirstSeen()
     if (data / "audio_only.csv").is_file() and (data / "audio_only").is_dir():
-        pool += _audio_only_rows(data / "audio_only", stats, csv_name="audio_only.csv")
+        pool += _audio_only_rows(data / "audio_only", stats, seen, csv_name="audio_only.csv")
     if audio_only_folder is not None:
-        pool += _audio_only_rows(Path(audio_only_folder), stats)
+        pool += _audio_only_rows(Path(audio_only_folder), stats, seen)
     out["train"], dropped = _split_captioned(out["train"], captioned_fraction, seed)
     out["audio_only"] = pool + dropped
-    return _finish(
-        save, out, stats, {"corpus": "clotho", "data_folder": str(data), "captioned_fraction": captioned_fraction}
-    )
+    meta = {
+        "corpus": "clotho",
+        "data_folder": str(data),
+        "captioned_fraction": captioned_fraction,
+        "seed": seed,
+        "n_captions": n_captions,
+    }
+    return _finish(save, out, stats, meta)
 
 
 def prepare_audiocaps(
@@ -236,11 +332,20 @@ def prepare_audiocaps(
     audio_only_folder: str | os.PathLike | None = None,
     captioned_fraction: float = 1.0,
     seed: int = 0,
+    captions_per_clip: dict[str, int] | None = None,
 ) -> dict[str, Path]:
-    """AudioCaps CSVs (one row per caption) -> manifests grouped per clip. Returns the manifest paths."""
+    """AudioCaps CSVs (one row per caption) -> manifests grouped per clip. Returns the manifest paths.
+
+    ``captions_per_clip``: {split: count} a clip must have (e.g. :data:`AUDIOCAPS_CAPTIONS_PER_CLIP`); None checks
+    nothing. Clip-level skips (``missing_audio``, ``unreadable_audio``, ``wrong_caption_count``) count clips, the
+    others caption rows. Skips by split and reason go to ``save_folder/prepare_report.json``.
+    """
     data, save = Path(data_folder), Path(save_folder)
     if not data.is_dir():
         raise FileNotFoundError(f"AudioCaps data folder not found: {data}")
+    for k in captions_per_clip or {}:
+        if k not in AUDIOCAPS_SPLITS:
+            raise ValueError(f"captions_per_clip: unknown split {k!r}; use {sorted(AUDIOCAPS_SPLITS)}")
     stats = SkipStats()
     out: dict[str, list[dict[str, Any]]] = {}
     for split, aname in AUDIOCAPS_SPLITS.items():
@@ -250,45 +355,88 @@ def prepare_audiocaps(
         audio_dir = _find_dir(data, (aname, f"audio/{aname}", split, f"audio/{split}")) or data
         index = {p.stem: p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTS}
         clips: dict[str, dict[str, Any]] = {}
+        where_of: dict[str, str] = {}  # clip key -> file:line of its first row
+        no_audio: set[str] = set()
+        seen = _FirstSeen()
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             need = {"audiocap_id", "youtube_id", "start_time", "caption"}
             if not need <= set(reader.fieldnames or []):
                 raise ValueError(f"{csv_path}: expected columns {sorted(need)}; got {reader.fieldnames}")
-            for line, r in enumerate(reader, start=2):
-                where = f"{csv_path}:{line}"
-                yid, start, cap = (r["youtube_id"] or "").strip(), (r["start_time"] or "").strip(), (r["caption"] or "")
-                if not yid or not cap.strip():
-                    stats.skip("missing youtube_id or caption", where)
+            for r in reader:
+                where = f"{csv_path}:{reader.line_num}"
+                yid, start = (r["youtube_id"] or "").strip(), (r["start_time"] or "").strip()
+                cap, cap_id = (r["caption"] or "").strip(), (r["audiocap_id"] or "").strip()
+                if not yid:
+                    stats.skip(split, "missing_field", where, "no youtube_id")
+                    continue
+                if not cap:
+                    stats.skip(split, "no_caption", where, f"youtube_id {yid}")
                     continue
                 key = f"{yid}_{start}"
+                if cap_id:
+                    dup = seen.check(cap_id, (key, cap), where)
+                    if dup is not None:
+                        kind, where0 = dup
+                        if kind == "same":
+                            stats.skip(split, "duplicate_caption", where, f"audiocap_id {cap_id} repeats {where0}")
+                        else:
+                            stats.skip(
+                                split,
+                                "conflicting_caption",
+                                where,
+                                f"audiocap_id {cap_id} was read at {where0} with another clip or caption; "
+                                "the first is kept",
+                            )
+                        continue
+                if key in no_audio:
+                    continue  # the clip was counted once as missing_audio
                 if key in clips:
-                    clips[key]["captions"].append(cap.strip())
+                    clips[key]["captions"].append(cap)
                     continue
-                cand = [f"{yid}_{start}", f"{yid}_{start}.000", f"Y{yid}", yid, (r["audiocap_id"] or "").strip()]
+                cand = [f"{yid}_{start}", f"{yid}_{start}.000", f"Y{yid}", yid, cap_id]
                 try:
                     cand.insert(1, f"{yid}_{int(float(start))}")
                 except ValueError:
                     pass
                 wav = next((index[c] for c in cand if c in index), None)
                 if wav is None:
-                    stats.skip(f"no audio for youtube_id {yid} start {start} in {audio_dir}", where)
+                    no_audio.add(key)
+                    stats.skip(
+                        split, "missing_audio", where, f"no audio for youtube_id {yid} start {start} in {audio_dir}"
+                    )
                     continue
-                clips[key] = {
-                    "ID": f"{split}_{key}",
-                    "wav": str(wav.resolve()),
-                    "duration": 0.0,
-                    "captions": [cap.strip()],
-                }
-        for c in clips.values():
-            c["duration"] = round(_duration(Path(c["wav"])), 3)
-        out[split] = list(clips.values())
+                clips[key] = {"ID": f"{split}_{key}", "wav": str(wav.resolve()), "duration": 0.0, "captions": [cap]}
+                where_of[key] = where
+        rows = []
+        want = (captions_per_clip or {}).get(split)
+        for key, c in clips.items():
+            if want is not None and len(c["captions"]) != want:
+                stats.skip(
+                    split,
+                    "wrong_caption_count",
+                    where_of[key],
+                    f"clip {key} has {len(c['captions'])} captions, not {want}",
+                )
+                continue
+            try:
+                c["duration"] = round(_duration(Path(c["wav"])), 3)
+            except Exception as err:  # unreadable audio
+                stats.skip(split, "unreadable_audio", where_of[key], f"{c['wav']}: {err}")
+                continue
+            rows.append(c)
+        out[split] = rows
     out["train"], dropped = _split_captioned(out["train"], captioned_fraction, seed)
-    pool = _audio_only_rows(Path(audio_only_folder), stats) if audio_only_folder is not None else []
+    pool = _audio_only_rows(Path(audio_only_folder), stats, _FirstSeen()) if audio_only_folder is not None else []
     out["audio_only"] = pool + dropped
-    return _finish(
-        save, out, stats, {"corpus": "audiocaps", "data_folder": str(data), "captioned_fraction": captioned_fraction}
-    )
+    meta = {
+        "corpus": "audiocaps",
+        "data_folder": str(data),
+        "captioned_fraction": captioned_fraction,
+        "seed": seed,
+        "captions_per_clip": captions_per_clip,
+    }
+    return _finish(save, out, stats, meta)
 
 
 def _finish(
@@ -296,14 +444,28 @@ def _finish(
 ) -> dict[str, Path]:
     save.mkdir(parents=True, exist_ok=True)
     paths = {split: _write_manifest(save / f"{split}.csv", rows) for split, rows in out.items()}
-    summary = dict(meta, clips={s: len(r) for s, r in out.items()}, skipped=dict(stats.counts), examples=stats.examples)
-    atomic_write_json(save / "prepare_summary.json", summary)
+    report = {
+        "rows": {s: len(r) for s, r in out.items()},
+        "skipped": stats.by_split(out),
+        "examples": stats.examples,
+    }
+    atomic_write_json(
+        save / REPORT_NAME, {"options": meta, "csv": {s: str(p) for s, p in paths.items()}, "report": report}
+    )
     if stats.total:
-        logger.warning(
-            "prepare skipped %d rows: %s (see %s)", stats.total, dict(stats.counts), save / "prepare_summary.json"
-        )
-    logger.info("caption manifests in %s: %s", save, summary["clips"])
+        logger.warning("prepare skipped %d rows: %s (see %s)", stats.total, report["skipped"], save / REPORT_NAME)
+    logger.info("caption manifests in %s: %s", save, report["rows"])
     return paths
+
+
+def read_prepare_report(save_folder: str | os.PathLike) -> dict[str, Any]:
+    """The report the last :func:`prepare_clotho` / :func:`prepare_audiocaps` wrote into ``save_folder``:
+    ``{"rows": {split: n}, "skipped": {split: {reason: count}}, "examples": ["file:line: detail (reason)", ...]}``."""
+    path = Path(save_folder) / REPORT_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["report"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: not a caption prepare report ({err})") from err
 
 
 class WordVocab:

@@ -11,8 +11,14 @@ transcript (lowercased, whitespace-normalised ``sentence``), entities (JSON list
 filler = lowercased span tokens joined by single spaces), target (:func:`slukd.data.target.serialise`).
 
 Manifests go to ``out_dir`` (never into the data folder), with ``prepare_report.json`` (rows per split, skips by
-reason). Bad input raises :class:`SlurpFormatError` naming file and line, or with ``skip_bad=True`` is skipped,
-logged and counted.
+split and reason). Bad input raises :class:`SlurpFormatError` naming file and line, or with ``skip_bad=True`` is
+skipped, logged and counted. Repeated slurp_ids / recordings within a split: exact repeats are kept once and counted
+(``duplicate_slurp_id``, ``duplicate_recording``); repeats with other labels (scenario, action, sentence or
+entities) are errors naming both lines, or with ``skip_bad`` the first is kept and the later one is counted
+(``conflicting_slurp_id``, ``conflicting_recording``).
+
+:class:`SlurpFormatError` is the one error class for SLURP-format input in :mod:`slukd.data` (the SLU corpus
+synthesiser reads SLURP jsonl through :func:`load_line` too).
 """
 
 from __future__ import annotations
@@ -45,8 +51,11 @@ class SlurpFormatError(ValueError):
 class PrepareReport:
     """What :func:`prepare_slurp` did: rows written per split and skips by reason.
 
-    ``skipped`` counts sentences (jsonl lines) for sentence-level reasons and recordings for audio reasons
-    (``missing_audio``, ``unreadable_audio``, ``too_long``, ``not_headset`` are per recording).
+    ``skipped`` is {split: {reason: count}}; it counts sentences (jsonl lines) for sentence-level reasons
+    (``malformed_json``, ``non_utf8``, ``span_out_of_range``, ``unknown_scenario``, ``dollar_sign``, ``bad_action``,
+    ``bad_field``, ``duplicate_slurp_id``, ``conflicting_slurp_id``) and recordings for the others
+    (``not_headset``, ``duplicate_recording``, ``conflicting_recording``, ``missing_audio``, ``unreadable_audio``,
+    ``too_long``). A ``duplicate_slurp_id`` line's recordings not seen before are still kept.
     """
 
     rows: dict[str, int] = field(default_factory=dict)
@@ -120,12 +129,36 @@ def parse_sentence(line: str, where: str) -> dict:
     """One jsonl line -> {slurp_id, scenario, action, intent, transcript, entities, target, recordings}.
 
     Raises :class:`SlurpFormatError` (message starts with ``where`` = ``file:line``)."""
+    return parse_record(_load_json(line, where), where)
+
+
+def load_line(raw: bytes | str, where: str, require_recordings: bool = True) -> tuple[dict, dict]:
+    """One jsonl line (bytes are decoded as UTF-8) -> (the record as read, :func:`parse_record` of it).
+
+    Raises :class:`SlurpFormatError` naming ``where`` (``non_utf8``, ``malformed_json`` or a field error).
+    ``require_recordings=False``: a record without ``recordings`` is read as having none (sentences to synthesise)."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise SlurpFormatError(f"{where}: not UTF-8 (non_utf8): byte {err.start}") from None
+    d = _load_json(raw, where)
+    return d, parse_record(d if require_recordings else dict(d, recordings=[]), where)
+
+
+def _load_json(line: str, where: str) -> dict:
     try:
         d = json.loads(line)
     except json.JSONDecodeError as err:
         raise SlurpFormatError(f"{where}: malformed JSON (malformed_json): {err.msg} at column {err.colno}") from None
     if not isinstance(d, dict):
         raise SlurpFormatError(f"{where}: malformed JSON (malformed_json): not an object")
+    return d
+
+
+def parse_record(d: dict, where: str) -> dict:
+    """A SLURP record (decoded jsonl object) -> the fields of :func:`parse_sentence`; raises
+    :class:`SlurpFormatError` naming ``where`` and the field."""
     for key in ("slurp_id", "sentence", "scenario", "action", "tokens", "recordings"):
         if key not in d:
             raise SlurpFormatError(f"{where}: missing field {key!r}")
@@ -172,7 +205,7 @@ def _options_key(data_folder: Path, splits, max_duration, headset_only, skip_bad
             st = p.stat()
             files[split] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
     return {
-        "version": 1,
+        "version": 2,  # 2: repeated slurp_ids / recordings counted (duplicate_* / conflicting_*)
         "data_folder": str(data_folder.resolve()),
         "splits": list(splits),
         "max_duration": max_duration,
@@ -234,69 +267,100 @@ def prepare_slurp_with_report(
         audio_dir = data_folder / sub
         skipped: Counter = Counter()
         rows: list[list] = []
-        seen_ids: set[str] = set()
+        first_sent: dict[str, tuple[str, dict]] = {}  # slurp_id -> (file:line, labels) of its first line
+        first_rec: dict[str, tuple[str, dict]] = {}  # recording ID -> (file:line, labels + file) of its first row
         n_sent = 0
+
         with open(jsonl, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue
                 where = f"{jsonl}:{lineno}"
                 try:
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError as err:
-                        raise SlurpFormatError(f"{where}: not UTF-8 (non_utf8): byte {err.start}") from None
-                    sent = parse_sentence(line, where)
+                    _, sent = load_line(raw, where)
                 except SlurpFormatError as err:
                     if not skip_bad:
                         raise
-                    reason = _reason_of(err)
-                    skipped[reason] += 1
+                    skipped[_reason_of(err)] += 1
                     logger.warning("skipped: %s", err)
                     continue
-                if sent["intent"] not in _KNOWN_INTENTS:
-                    unknown[f"intent:{sent['intent']}"] += 1
-                for e in sent["entities"]:
-                    if e["type"] not in _ENTITY_SET:
-                        unknown[f"entity_type:{e['type']}"] += 1
-                n_sent += 1
+                labels = _labels(sent)
+                sid = str(sent["slurp_id"])
+                if sid in first_sent:
+                    where0, labels0 = first_sent[sid]
+                    if labels0 != labels:
+                        _skip_or_raise(
+                            skipped,
+                            skip_bad,
+                            "conflicting_slurp_id",
+                            f"{where}: slurp_id {sid} was first read at {where0} with other labels "
+                            f"({_differences(labels0, labels)}) (conflicting_slurp_id)",
+                        )
+                        continue
+                    skipped["duplicate_slurp_id"] += 1
+                    logger.warning(
+                        "%s: slurp_id %s repeats %s with the same labels (duplicate_slurp_id): kept once",
+                        where,
+                        sid,
+                        where0,
+                    )
+                else:
+                    first_sent[sid] = (where, labels)
+                    n_sent += 1
+                    if sent["intent"] not in _KNOWN_INTENTS:
+                        unknown[f"intent:{sent['intent']}"] += 1
+                    for e in sent["entities"]:
+                        if e["type"] not in _ENTITY_SET:
+                            unknown[f"entity_type:{e['type']}"] += 1
                 ents_json = json.dumps(sent["entities"], ensure_ascii=False)
                 for fname in sent["recordings"]:
                     if headset_only and "-headset" not in fname:
                         skipped["not_headset"] += 1
                         continue
+                    uid = Path(fname).stem
+                    rec_labels = dict(labels, file=fname)
+                    if uid in first_rec:
+                        where0, labels0 = first_rec[uid]
+                        if labels0 != rec_labels:
+                            _skip_or_raise(
+                                skipped,
+                                skip_bad,
+                                "conflicting_recording",
+                                f"{where}: recording {uid} was first read at {where0} with other labels "
+                                f"({_differences(labels0, rec_labels)}) (conflicting_recording)",
+                            )
+                            continue
+                        skipped["duplicate_recording"] += 1
+                        logger.warning(
+                            "%s: recording %s repeats %s with the same labels (duplicate_recording): kept once",
+                            where,
+                            fname,
+                            where0,
+                        )
+                        continue
+                    first_rec[uid] = (where, rec_labels)
                     duration = -1.0
                     if audio_check:
                         apath = audio_dir / fname
                         if not apath.is_file():
-                            msg = f"{where}: missing audio {apath} (missing_audio)"
-                            if not skip_bad:
-                                raise SlurpFormatError(msg)
-                            skipped["missing_audio"] += 1
-                            logger.warning("skipped: %s", msg)
+                            _skip_or_raise(
+                                skipped, skip_bad, "missing_audio", f"{where}: missing audio {apath} (missing_audio)"
+                            )
                             continue
                         try:
                             info = sf.info(str(apath))
                             duration = float(info.frames) / float(info.samplerate)
                         except Exception as err:
-                            msg = f"{where}: unreadable audio {apath}: {err} (unreadable_audio)"
-                            if not skip_bad:
-                                raise SlurpFormatError(msg) from None
-                            skipped["unreadable_audio"] += 1
-                            logger.warning("skipped: %s", msg)
+                            _skip_or_raise(
+                                skipped,
+                                skip_bad,
+                                "unreadable_audio",
+                                f"{where}: unreadable audio {apath}: {err} (unreadable_audio)",
+                            )
                             continue
                         if max_duration is not None and duration > max_duration:
                             skipped["too_long"] += 1
                             continue
-                    uid = Path(fname).stem
-                    if uid in seen_ids:
-                        msg = f"{where}: recording {fname} appears twice in {jsonl.name} (duplicate_recording)"
-                        if not skip_bad:
-                            raise SlurpFormatError(msg)
-                        skipped["duplicate_recording"] += 1
-                        logger.warning("skipped: %s", msg)
-                        continue
-                    seen_ids.add(uid)
                     rows.append(
                         [
                             uid,
@@ -330,6 +394,28 @@ def prepare_slurp_with_report(
         report_path, {"options": key, "csv": {s: str(p) for s, p in paths.items()}, "report": asdict(report)}
     )
     return paths, report
+
+
+def _skip_or_raise(skipped: Counter, skip_bad: bool, reason: str, msg: str) -> None:
+    """Raise :class:`SlurpFormatError` (``msg``), or with ``skip_bad`` count ``reason`` and log ``msg``."""
+    if not skip_bad:
+        raise SlurpFormatError(msg)
+    skipped[reason] += 1
+    logger.warning("skipped: %s", msg)
+
+
+def _labels(sent: dict) -> dict:
+    """The fields two lines with one slurp_id must agree on."""
+    return {
+        "scenario": sent["scenario"],
+        "action": sent["action"],
+        "sentence": sent["transcript"],
+        "entities": sent["entities"],
+    }
+
+
+def _differences(a: dict, b: dict) -> str:
+    return "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
 _KNOWN_INTENTS = frozenset(f"{s}_{a}" for s, acts in SLURP_SCENARIO_ACTIONS.items() for a in acts)
@@ -374,16 +460,36 @@ def read_prepare_report(out_dir: str | os.PathLike) -> PrepareReport:
     return PrepareReport(**d["report"])
 
 
+#: columns :func:`read_manifest` needs (``slurp_id`` is informative only)
+REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c != "slurp_id")
+
+
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows of a manifest as dicts (entities decoded from JSON, duration as float)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for lineno, r in enumerate(rows, start=2):
-        try:
-            if None in r or any(v is None for v in r.values()):
-                raise ValueError("wrong number of fields")
-            r["entities"] = json.loads(r["entities"])
-            r["duration"] = float(r["duration"])
-        except (ValueError, TypeError, KeyError) as err:
-            raise SlurpFormatError(f"{path}:{lineno}: bad manifest row ({err})") from None
+    """Rows of an SLU manifest (:func:`prepare_slurp`) as dicts, ``entities`` decoded (a JSON list) and
+    ``duration`` as float. A missing column (:data:`REQUIRED_COLUMNS`), a row with too few or too many fields, a bad
+    number, bad JSON or non-UTF-8 text raises :class:`SlurpFormatError` naming ``file:line``."""
+    path = Path(path)
+    rows = []
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise SlurpFormatError(f"{path}:1: not an SLU manifest (missing columns {missing})")
+            for r in reader:
+                where = f"{path}:{reader.line_num}"
+                if None in r or any(v is None for v in r.values()):
+                    raise SlurpFormatError(f"{where}: bad manifest row (wrong number of fields)")
+                try:
+                    r["entities"] = json.loads(r["entities"])
+                    r["duration"] = float(r["duration"])
+                except ValueError as err:
+                    raise SlurpFormatError(
+                        f"{where}: bad manifest row (field 'entities' or 'duration': {err})"
+                    ) from None
+                if not isinstance(r["entities"], list):
+                    raise SlurpFormatError(f"{where}: bad manifest row (field 'entities' is not a JSON list)")
+                rows.append(r)
+    except UnicodeDecodeError as err:
+        raise SlurpFormatError(f"{path}: not UTF-8 ({err})") from None
     return rows

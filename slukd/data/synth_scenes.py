@@ -1,9 +1,10 @@
 """``slukd synth scenes``: the built-in audio-captioning corpus (synthesised sound scenes + 5 captions per clip).
 
 Every clip (16 kHz mono FLAC, 5-10 s) is composed from one to three sound events that the project synthesises itself
-(speech by espeak-ng voices, beeps and tones of a given pitch and count, sirens, rain and wind textures, a ticking
-clock, knocking, rising or falling melodies, an engine hum, a ringing bell) placed with a timing relation: alone, one
-after another, overlapping, or one in the background; some events fade in or out. Five differently worded reference
+(speech by espeak-ng voices through :mod:`slukd.data.tts`, the program or else the library; beeps and tones of a
+given pitch and count, sirens, rain and wind textures, a ticking clock, knocking, rising or falling melodies, an
+engine hum, a ringing bell) placed with a timing relation: alone, one after another, overlapping, or one in the
+background; some events fade in or out. Five differently worded reference
 captions are written from the scene description (paraphrase templates, never two identical captions per clip).
 
 Output layout (the Clotho v2 layout, so :func:`slukd.data.captions.prepare_clotho` reads it unchanged)::
@@ -28,8 +29,6 @@ import io
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -39,7 +38,9 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
+from slukd.data import tts
 from slukd.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -263,24 +264,12 @@ def _speech(rng, ev: Event) -> np.ndarray:
 
 
 def synthesize_speech(text: str, voice: str, rate: int = 165) -> np.ndarray:
-    """espeak-ng speech as float 16 kHz mono (espeak-ng writes 22.05 kHz WAV to stdout; resampled here)."""
-    from scipy.signal import resample_poly
+    """espeak-ng speech through :func:`slukd.data.tts.speak` -> float64 16 kHz mono, silence trimmed to the speech.
 
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng is not installed: `apt-get install -y espeak-ng` (needed for speech events)")
-    proc = subprocess.run([exe, "-v", voice, "-s", str(rate), "--stdout", text], capture_output=True, check=False)
-    if proc.returncode != 0 or not proc.stdout:
-        raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {proc.stderr.decode(errors='replace')[:200]}")
-    wav, sr = sf.read(io.BytesIO(proc.stdout), dtype="float64")
-    if sr != SAMPLE_RATE:
-        g = np.gcd(sr, SAMPLE_RATE)
-        wav = resample_poly(wav, SAMPLE_RATE // g, sr // g)
-    # trim leading / trailing silence
-    idx = np.flatnonzero(np.abs(wav) > 0.01)
-    if len(idx):
-        wav = wav[idx[0] : idx[-1] + 1]
-    return wav
+    ``voice`` is ``"name"`` or ``"name+variant"`` (both whitelisted in :mod:`slukd.data.tts`). Resampled in double
+    precision and trimmed at |x| < 0.01 with no margin (the corpus's version-1 audio)."""
+    name, _, variant = voice.partition("+")
+    return tts.speak(text, voice=name, variant=variant, rate=rate, trim=0.0, trim_threshold=0.01, dtype=np.float64)
 
 
 RENDER: dict[str, Callable[[np.random.Generator, Event], np.ndarray]] = {
@@ -612,13 +601,15 @@ def generate_scenes(
     jobs: int = 1,
     captioned_fraction: float = 1.0,
     sizes: dict[str, int] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Write the corpus (layout in the module docstring) and return its ``corpus_info``.
 
     ``captioned_fraction`` < 1 is the data-scarce option: only that fraction of the training clips (a seeded random
     subset) keeps its captions; the others join the audio-only pool. ``sizes`` overrides split sizes
     (keys ``train``, ``valid``, ``test``, ``audio_only``). Skips the work when ``corpus_info.json`` already records
-    the same settings; raises when it records different ones.
+    the same settings; raises when it records different ones. ``progress``: a tqdm bar per split over the clips
+    (shown only when stderr is a terminal). Clips come back in order whatever ``jobs`` is.
     """
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
@@ -652,11 +643,19 @@ def generate_scenes(
         job_list = [
             (seed, split, i, tier, str(out / SPLIT_DIRS[split] / f"{split}_{i:05d}.flac")) for i in range(count)
         ]
-        if jobs > 1 and count > 8:
-            with ProcessPoolExecutor(max_workers=jobs) as ex:
-                descs[split] = list(ex.map(_make_and_write, job_list, chunksize=8))
-        else:
-            descs[split] = [_make_and_write(j) for j in job_list]
+        bar = tqdm(total=count, desc=f"scenes {split}", unit="clip", disable=None if progress else True)
+        with bar:
+            if jobs > 1 and count > 8:
+                with ProcessPoolExecutor(max_workers=jobs) as ex:
+                    descs[split] = []
+                    for desc in ex.map(_make_and_write, job_list, chunksize=8):  # in job order
+                        descs[split].append(desc)
+                        bar.update(1)
+            else:
+                descs[split] = []
+                for job in job_list:
+                    descs[split].append(_make_and_write(job))
+                    bar.update(1)
         logger.info("scenes %s: %d clips", split, count)
     if captioned_fraction < 1.0:
         rng = np.random.default_rng([seed, 99])
@@ -689,7 +688,8 @@ def generate_scenes(
 
 
 def cli_main(argv: list[str], prog: str = "slukd synth scenes") -> int:
-    """``slukd synth scenes --out DIR [--tier demo] [--seed 0] [--jobs 2] [--captioned_fraction 1.0]``."""
+    """``slukd synth scenes --out DIR [--tier demo] [--seed 0] [--jobs 2] [--captioned_fraction 1.0]
+    [--noprogressbar]``."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tier", default="demo", choices=sorted(TIERS))
@@ -701,9 +701,12 @@ def cli_main(argv: list[str], prog: str = "slukd synth scenes") -> int:
         default=1.0,
         help="data-scarce option: keep captions for this fraction of training clips; the rest join the audio-only pool",
     )
+    p.add_argument("--noprogressbar", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
-        info = generate_scenes(args.out, args.tier, args.seed, args.jobs, args.captioned_fraction)
+        info = generate_scenes(
+            args.out, args.tier, args.seed, args.jobs, args.captioned_fraction, progress=not args.noprogressbar
+        )
     except (ValueError, RuntimeError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

@@ -39,8 +39,10 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from slukd.data import slu_vocab as V
+from slukd.data.slurp import SlurpFormatError, load_line
 from slukd.data.target import SLURP_SCENARIO_ACTIONS, split_intent
 from slukd.utils.io import atomic_write_json, atomic_write_text
 
@@ -276,17 +278,24 @@ def _run_jobs(jobs: list[SpeechJob]) -> float:
     return total
 
 
-def _synthesise(jobs: list[SpeechJob], num_workers: int) -> float:
+def _synthesise(jobs: list[SpeechJob], num_workers: int, progress: bool = True) -> float:
+    """Run the jobs (in chunks over ``num_workers`` spawned processes); a tqdm bar over recordings when
+    ``progress`` and stderr is a terminal. Returns seconds of audio written."""
     if not jobs:
         return 0.0
-    if num_workers <= 1 or len(jobs) < 8:
-        return _run_jobs(jobs)
-    chunk = max(4, min(64, len(jobs) // (num_workers * 4) or 1))
-    chunks = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
     total = 0.0
-    with ProcessPoolExecutor(max_workers=num_workers, mp_context=get_context("spawn")) as ex:
-        for sec in ex.map(_run_jobs, chunks):
-            total += sec
+    with tqdm(total=len(jobs), desc="synth slu", unit="rec", disable=None if progress else True) as bar:
+        if num_workers <= 1 or len(jobs) < 8:
+            for j in jobs:
+                total += _run_jobs([j])
+                bar.update(1)
+            return total
+        chunk = max(4, min(64, len(jobs) // (num_workers * 4) or 1))
+        chunks = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
+        with ProcessPoolExecutor(max_workers=num_workers, mp_context=get_context("spawn")) as ex:
+            for part, sec in zip(chunks, ex.map(_run_jobs, chunks)):
+                total += sec
+                bar.update(len(part))
     return total
 
 
@@ -312,7 +321,9 @@ def _config_hash(config: dict) -> str:
 
 
 def _slurp_sentences(paths: list[str]) -> dict[str, list[dict]]:
-    """SLURP-TTS: real SLURP records (recordings dropped), split named by the file stem."""
+    """SLURP-TTS: real SLURP records (recordings dropped), split named by the file stem. Each line is checked as
+    :func:`slukd.data.slurp.prepare_slurp` will check it (:func:`slukd.data.slurp.load_line`); a bad line raises
+    :class:`slukd.data.slurp.SlurpFormatError` naming ``file:line``."""
     out: dict[str, list[dict]] = {}
     for p in paths:
         p = Path(p)
@@ -322,18 +333,13 @@ def _slurp_sentences(paths: list[str]) -> dict[str, list[dict]]:
         if split == "train_synthetic":
             split = "train"
         recs = out.setdefault(split, [])
-        with open(p, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
+        with open(p, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.strip():
                     continue
-                try:
-                    d = json.loads(line)
-                    if not isinstance(d.get("sentence"), str) or not d["sentence"].strip():
-                        raise ValueError("no sentence")
-                    if d.get("scenario") not in SLURP_SCENARIO_ACTIONS:
-                        raise ValueError(f"unknown scenario {d.get('scenario')!r}")
-                except (json.JSONDecodeError, ValueError) as err:
-                    raise ValueError(f"{p}:{lineno}: {err}") from None
+                d, sent = load_line(raw, f"{p}:{lineno}", require_recordings=False)
+                if not sent["transcript"]:
+                    raise SlurpFormatError(f"{p}:{lineno}: empty sentence (nothing to speak)")
                 d = dict(d)
                 d["recordings"] = []
                 recs.append(d)
@@ -347,13 +353,15 @@ def synthesize_slu_corpus(
     num_workers: int = 2,
     from_slurp_jsonl: list[str] | str | None = None,
     scenarios: list[str] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Generate (or reuse) the corpus in ``out_dir``; returns ``out_dir``.
 
     ``from_slurp_jsonl``: speak these SLURP jsonl files' sentences instead of the templates (SLURP-TTS; the split
     is the file stem). ``scenarios``: restrict to these scenarios (tests). A complete corpus with the same
     configuration is reused; a partial one is completed; this tool's corpus of another configuration is deleted
-    and regenerated. SLURP-layout data not made by this tool raises :class:`CorpusError`.
+    and regenerated. SLURP-layout data not made by this tool raises :class:`CorpusError`. ``progress``: a tqdm
+    bar over the recordings to make (shown only when stderr is a terminal); the audio does not depend on it.
     """
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
@@ -411,7 +419,7 @@ def synthesize_slu_corpus(
         counts[split] = {"sentences": len(recs), "recordings": len(recs) * n_rec}
     logger.info("synthesising %d recordings with %d worker(s) into %s", len(jobs), num_workers, out)
     t1 = time.perf_counter()
-    audio_s = _synthesise(jobs, num_workers)
+    audio_s = _synthesise(jobs, num_workers, progress)
     wall = time.perf_counter() - t1
     if jobs:
         logger.info("%.0f s of speech in %.1f s (%.0f s of speech per wall second)", audio_s, wall, audio_s / wall)
@@ -456,7 +464,8 @@ def _remove_corpus(out: Path) -> None:
 
 
 def cli_main(argv: list[str], prog: str = "slukd synth slu") -> int:
-    """``slukd synth slu --out DIR [--tier tiny|demo|full] [--seed N] [--workers N] [--from-slurp-jsonl F ...]``."""
+    """``slukd synth slu --out DIR [--tier tiny|demo|full] [--seed N] [--workers N] [--from-slurp-jsonl F ...]
+    [--noprogressbar]``."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (SLURP layout)")
     p.add_argument("--tier", default="demo", choices=sorted(TIERS))
@@ -470,6 +479,7 @@ def cli_main(argv: list[str], prog: str = "slukd synth slu") -> int:
         help="speak the sentences of this SLURP jsonl (train/devel/test.jsonl; repeatable) instead of the templates",
     )
     p.add_argument("--scenarios", default=None, help="comma-separated subset of scenarios")
+    p.add_argument("--noprogressbar", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     try:
         synthesize_slu_corpus(
@@ -479,8 +489,9 @@ def cli_main(argv: list[str], prog: str = "slukd synth slu") -> int:
             num_workers=a.workers,
             from_slurp_jsonl=a.from_slurp_jsonl,
             scenarios=a.scenarios.split(",") if a.scenarios else None,
+            progress=not a.noprogressbar,
         )
-    except (CorpusError, ValueError, FileNotFoundError) as err:
+    except (CorpusError, SlurpFormatError, ValueError, FileNotFoundError) as err:
         print(f"{prog}: error: {err}")
         return 2
     print(json.loads((Path(a.out) / MARKER).read_text())["counts"])

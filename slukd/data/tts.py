@@ -68,16 +68,16 @@ def check_voice(voice: str, variant: str = "") -> None:
         raise ValueError(f"variant {variant!r} not in the whitelist {VARIANTS}")
 
 
-def resample_to_16k(x: np.ndarray, orig_rate: int = ESPEAK_RATE) -> np.ndarray:
-    """Polyphase resampling to 16 kHz (float32 in, float32 out)."""
+def resample_to_16k(x: np.ndarray, orig_rate: int = ESPEAK_RATE, dtype: type = np.float32) -> np.ndarray:
+    """Polyphase resampling to 16 kHz, computed in ``x``'s precision and returned as ``dtype``."""
     from math import gcd
 
     from scipy.signal import resample_poly
 
     if orig_rate == TARGET_RATE:
-        return x.astype(np.float32, copy=False)
+        return x.astype(dtype, copy=False)
     g = gcd(TARGET_RATE, orig_rate)
-    return resample_poly(x, TARGET_RATE // g, orig_rate // g).astype(np.float32)
+    return resample_poly(x, TARGET_RATE // g, orig_rate // g).astype(dtype, copy=False)
 
 
 def _wav_bytes_to_float(data: bytes) -> tuple[np.ndarray, int]:
@@ -198,7 +198,7 @@ def available_backend() -> str | None:
         return "library" if ctypes.util.find_library("espeak-ng") else None
 
 
-def speak(
+def synthesize(
     text: str,
     voice: str = "en-us",
     rate: int = 160,
@@ -206,16 +206,10 @@ def speak(
     variant: str = "",
     amplitude: int = 100,
     backend: str = "auto",
-    trim: float | None = 0.05,
-) -> np.ndarray:
-    """Synthesise ``text`` -> float32 mono waveform at 16 kHz, shape (samples,).
+) -> tuple[np.ndarray, int]:
+    """Synthesise ``text`` at espeak-ng's own rate -> (float32 waveform in [-1, 1), shape (samples,); sample rate).
 
-    ``voice``/``variant`` must be whitelisted (:data:`VOICES`, :data:`VARIANTS`); ``rate`` in words per minute,
-    ``pitch`` 0-99. ``backend``: "auto" (binary if on PATH, else library), "binary" or "library".
-    ``trim``: cut leading/trailing silence (|x| < 1% of the peak) down to ``trim`` seconds (None keeps it).
-    The binary back end is bit-exact across calls; the library keeps state between calls (lengths may differ by a
-    sample or two).
-    """
+    Arguments as in :func:`speak` (which resamples and trims this)."""
     check_voice(voice, variant)
     if not text or not text.strip():
         raise ValueError("speak: empty text")
@@ -233,15 +227,47 @@ def speak(
         raise ValueError(f"unknown backend {backend!r}")
     if x.size == 0:
         raise TTSError(f"espeak-ng produced no audio for {text!r} ({spec.name()})")
-    y = resample_to_16k(x, sr)
-    return trim_silence(y, trim) if trim is not None else y
+    return x, sr
 
 
-def trim_silence(x: np.ndarray, margin_s: float = 0.05, rel_threshold: float = 0.01) -> np.ndarray:
-    """Cut leading/trailing samples below ``rel_threshold`` x peak, keeping ``margin_s`` seconds (16 kHz) each side."""
+def speak(
+    text: str,
+    voice: str = "en-us",
+    rate: int = 160,
+    pitch: int = 50,
+    variant: str = "",
+    amplitude: int = 100,
+    backend: str = "auto",
+    trim: float | None = 0.05,
+    trim_threshold: float | None = None,
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """Synthesise ``text`` -> mono waveform at 16 kHz, shape (samples,), ``dtype`` (float32 by default).
+
+    ``voice``/``variant`` must be whitelisted (:data:`VOICES`, :data:`VARIANTS`); ``rate`` in words per minute,
+    ``pitch`` 0-99. ``backend``: "auto" (binary if on PATH, else library), "binary" or "library".
+    ``trim``: cut leading/trailing silence down to ``trim`` seconds (None keeps it); silence is
+    |x| < ``trim_threshold`` (absolute), or < 1% of the peak when ``trim_threshold`` is None.
+    ``dtype``: float64 resamples in double precision. The binary back end is bit-exact across calls; the library
+    keeps state between calls (lengths may differ by a sample or two).
+    """
+    x, sr = synthesize(text, voice, rate, pitch, variant, amplitude, backend)
+    y = resample_to_16k(x.astype(dtype, copy=False), sr, dtype=dtype)
+    return trim_silence(y, trim, abs_threshold=trim_threshold) if trim is not None else y
+
+
+def trim_silence(
+    x: np.ndarray, margin_s: float = 0.05, rel_threshold: float = 0.01, abs_threshold: float | None = None
+) -> np.ndarray:
+    """Cut leading/trailing samples with |x| below the threshold, keeping ``margin_s`` seconds (16 kHz) each side.
+
+    Threshold: ``abs_threshold`` when given, else ``rel_threshold`` x peak. All-silent input is returned as is."""
     peak = float(np.abs(x).max()) if x.size else 0.0
     if peak == 0.0:
         return x
-    idx = np.flatnonzero(np.abs(x) >= rel_threshold * peak)
+    thr = rel_threshold * peak if abs_threshold is None else abs_threshold
+    idx = np.flatnonzero(np.abs(x) >= thr)
+    if idx.size == 0:
+        return x
     m = int(round(margin_s * TARGET_RATE))
     return x[max(0, idx[0] - m) : idx[-1] + 1 + m]

@@ -128,16 +128,18 @@ class _Projected(nn.Module):
 class EncoderMSE(_Projected):
     """MSE between student and teacher encoder outputs (the SLU paper's audio-KD, the captioning paper's MSE KD).
 
-    pool=True:  s = P_s(masked_mean(S, s_lens)), t = P_t(masked_mean(T, t_lens)), both [B, P];
-                l_b = (1/P) Σ_p (s_bp - t_bp)².
-    pool=False: frame-wise, needs equal time axes: l_b = (1/(n_b P)) Σ_{t<n_b} Σ_p (s_btp - t_btp)², n_b from s_lens.
+    pool=True:  s = P(masked_mean(S, s_lens)) [B, Dt], t = masked_mean(T, t_lens) [B, Dt] (fixed, detached);
+                l_b = (1/Dt) Σ_d (s_bd - t_bd)².
+    pool=False: frame-wise, needs equal time axes: l_b = (1/(n_b Dt)) Σ_{t<n_b} Σ_d (s_btd - t_btd)², n_b from s_lens.
     Loss = Σ_b w_b l_b / Σ_b w_b (w = item_weight, default all ones: the plain mean over batch and dimension);
     0 when no item is selected.
 
-    Projections: none when ``proj_dim`` is None and the dims are equal; otherwise trainable ``nn.Linear`` on both
-    sides to ``proj_dim`` (default ``teacher_dim``). Projecting the teacher too (as the captioning paper does)
-    admits a trivial minimum (both heads -> 0); ``project_teacher=False`` maps only the student into the teacher's
-    space instead (then ``proj_dim`` must be None or equal ``teacher_dim``).
+    The teacher side is a fixed target: only the student is mapped, into the teacher's space. P is the identity when
+    the dimensions are equal (and ``proj_dim`` is None), else a trainable ``nn.Linear(Ds, Dt)`` that starts at the
+    uninformed prediction: weights 0 and bias = ``target_mean`` (the teacher embeddings' mean when known, else 0).
+    So a student whose features carry no information about the clip cannot lower the loss below the variance of
+    the teacher embeddings; projecting both sides instead (as the captioning paper's code does) lets the two heads
+    shrink toward a constant and the loss reach zero without the student learning anything.
     """
 
     def __init__(
@@ -146,10 +148,30 @@ class EncoderMSE(_Projected):
         teacher_dim: int,
         proj_dim: int | None = None,
         pool: bool = True,
-        project_teacher: bool = True,
+        target_mean: torch.Tensor | None = None,
     ):
-        super().__init__(student_dim, teacher_dim, proj_dim, project_teacher)
+        if proj_dim is not None and int(proj_dim) != int(teacher_dim):
+            raise ValueError(
+                f"EncoderMSE maps the student into the teacher's space: proj_dim must be None or teacher_dim "
+                f"({teacher_dim}), got {proj_dim}"
+            )
+        super().__init__(student_dim, teacher_dim, proj_dim, project_teacher=False)
         self.pool = bool(pool)
+        self.reset_head(target_mean)
+
+    def reset_head(self, target_mean: torch.Tensor | None = None) -> None:
+        """Set the student projection (when there is one) to the uninformed prediction: W = 0, b = target_mean."""
+        if not isinstance(self.student_proj, nn.Linear):
+            return
+        with torch.no_grad():
+            self.student_proj.weight.zero_()
+            if target_mean is None:
+                self.student_proj.bias.zero_()
+            else:
+                mean = torch.as_tensor(target_mean, dtype=self.student_proj.bias.dtype).reshape(-1)
+                if mean.numel() != self.teacher_dim:
+                    raise ValueError(f"target_mean has {mean.numel()} values, teacher_dim is {self.teacher_dim}")
+                self.student_proj.bias.copy_(mean.to(self.student_proj.bias.device))
 
     def forward(
         self,

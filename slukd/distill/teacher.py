@@ -57,8 +57,7 @@ class Teacher(nn.Module):
       entry point, e.g. ``teacher.run(lambda m: m.encode(wavs, lens))``.
     - ``train()`` is a no-op that keeps eval mode (dropout stays off even when the Brain switches modes).
     - ``state_dict()`` / ``load_state_dict()`` are the ``nn.Module`` ones (keys prefixed ``module.``), so the
-      Checkpointer saves and restores it; ``fingerprint`` identifies its exact weights (pseudo-label cache key).
-    - ``update_from(module)`` replaces the snapshot by a fresh copy of another module (end of a continual task).
+      Checkpointer saves and restores it; ``fingerprint`` identifies its exact weights (teacher-target cache key).
     """
 
     def __init__(self, module: nn.Module, device: str | torch.device | None = None):
@@ -111,12 +110,6 @@ class Teacher(nn.Module):
         """``fn(module, *args, **kwargs)`` under ``torch.no_grad()``, for entry points other than forward."""
         with torch.no_grad():
             return fn(self.module, *args, **kwargs)
-
-    def update_from(self, module: nn.Module) -> Teacher:
-        """Replace the snapshot by a frozen deep copy of ``module`` (kept on this teacher's device)."""
-        self.module = self._freeze(module, self.device)
-        logger.info("teacher updated (fingerprint %s)", self.fingerprint[:12])
-        return self
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """Restore saved teacher weights (as the Checkpointer does); stays frozen and in eval mode."""

@@ -13,7 +13,7 @@ from slukd.metrics.slurp_scorer import (
     score_slurp,
     score_slurp_files,
 )
-from slukd.metrics.wer import cer, normalize_text, wer
+from slukd.metrics.wer import cer, normalize_text, wer, write_wer_alignments
 
 __all__ = [
     "PRF",
@@ -27,4 +27,5 @@ __all__ = [
     "score_slurp",
     "score_slurp_files",
     "wer",
+    "write_wer_alignments",
 ]

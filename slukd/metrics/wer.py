@@ -15,15 +15,22 @@ of per-utterance rates); ``CER`` likewise on characters of the normalised string
 
 Empty references (after normalisation) never crash: their hypothesis words count as insertions and add nothing to N.
 When the whole reference side is empty (N = 0) the rate is 0.0 if there are no errors, else 1.0 (a warning is logged).
+
+:func:`write_wer_alignments` writes a SpeechBrain-style ``wer.txt`` (corpus summary, then each utterance's alignment)
+after the same normalisation, so its ``%WER`` line is ``100 * wer(refs, hyps)``.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jiwer
 
@@ -124,3 +131,55 @@ def wer(refs: str | Sequence[str], hyps: str | Sequence[str], normalize: bool = 
 def cer(refs: str | Sequence[str], hyps: str | Sequence[str], normalize: bool = True) -> float:
     """Corpus CER = (S + D + I) / N_ref_chars over all pairs, after normalisation. Fraction, not percent."""
     return cer_counts(refs, hyps, normalize).rate
+
+
+def write_wer_alignments(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    normalize: bool = True,
+) -> dict[str, Any]:
+    """Write a SpeechBrain-style ``wer.txt``: corpus summary, then per utterance its WER line and alignment.
+
+    Text goes through :func:`normalize_text` (as for :func:`wer`) and is split on spaces; the alignment is
+    SpeechBrain's (``wer_details_for_batch`` + ``print_wer_summary`` / ``print_alignments``), whose edit count equals
+    jiwer's, so ``%WER = 100 * (S + D + I) / N`` is ``100 * wer(refs, hyps)``. With no reference word at all the project
+    policy holds (100 when anything was said, not SpeechBrain's 0). The file is written atomically.
+
+    Returns:
+        SpeechBrain's summary dict (``WER`` and ``SER`` in percent, ``num_edits``, ``num_scored_tokens``,
+        ``insertions``, ``deletions``, ``substitutions``, ...).
+    """
+    from speechbrain.dataio.wer import print_alignments, print_wer_summary
+    from speechbrain.utils.edit_distance import wer_details_for_batch, wer_summary
+
+    from slukd.utils.io import atomic_write_text
+
+    ids = [ids] if isinstance(ids, str) else list(ids)
+    refs_n, hyps_n = _prepare(refs, hyps, normalize)
+    if len(ids) != len(refs_n):
+        raise ValueError(f"{len(ids)} utterance IDs but {len(refs_n)} references")
+    if not ids:
+        raise ValueError(f"no utterances to align for {path}")
+    for i, utt in enumerate(ids):
+        if not isinstance(utt, str):
+            raise TypeError(f"utterance ID {i} is {type(utt).__name__}, not str")
+    seen: set[str] = set()
+    for utt in ids:
+        if utt in seen:
+            raise ValueError(f"duplicate utterance ID {utt!r}")
+        seen.add(utt)
+    details = wer_details_for_batch(
+        ids, [r.split() for r in refs_n], [h.split() for h in hyps_n], compute_alignments=True
+    )
+    summary = wer_summary(details)
+    if summary["num_scored_tokens"] == 0 and summary["num_edits"] > 0:
+        summary["WER"] = 100.0  # project policy for N = 0 (see the module docstring)
+    buf = io.StringIO()
+    print_wer_summary(summary, file=buf)
+    norm = "normalize_text (NFKC, lower case, punctuation removed, word-internal apostrophes kept)"
+    print(f"Text normalisation: {norm if normalize else 'whitespace only'}", file=buf)
+    print_alignments(details, file=buf)
+    atomic_write_text(Path(path), buf.getvalue())
+    return summary

@@ -60,8 +60,36 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys (lists and scalars are leaves)."""
+    if not isinstance(d, dict) or not d:
+        return {prefix.rstrip("."): d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def settings_identity(resolved_text: str, exclude: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The settings that define a run's results: every resolved hparam (references resolved, ``!new:`` nodes as
+    {tag: arguments}) minus the ``exclude`` keys (those that cannot change results, e.g. the output folder or the
+    number of data-loader workers), flattened to dotted keys."""
+    from ruamel.yaml import YAML
+
+    from slukd.config import plain
+
+    tree = YAML(typ="rt").load(resolved_text) or {}
+    settings = {k: v for k, v in plain(tree).items() if k not in exclude}
+    return flatten(settings)
+
+
 class IncompatibleRunError(RuntimeError):
     """The output folder holds a run made with settings that change its results."""
+
+
+def _show(v: Any) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def record_run(
@@ -69,12 +97,14 @@ def record_run(
     resolved_hparams_text: str,
     identity: dict[str, Any],
     argv: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``run_info.json`` (command, code version, identity) and ``hparams_resolved.yaml`` into the run folder.
 
-    ``identity`` holds the settings that define the results (method, seed, data, model...). When the folder already
-    holds a run whose identity differs, :class:`IncompatibleRunError` is raised naming the differing keys, instead of
-    silently mixing two runs' checkpoints and results.
+    ``identity`` holds what defines the results (row, seed, ``settings``: the resolved hparams minus an explicit
+    exclude list, ...). When the folder already holds a run whose identity differs, :class:`IncompatibleRunError`
+    names every differing setting with its old and new value, instead of silently mixing two runs' checkpoints and
+    results; nothing is rewritten then. ``extra`` adds fields that are not part of the identity.
     """
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,17 +115,22 @@ def record_run(
             old = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise IncompatibleRunError(f"{info_path}: unreadable ({err}); remove it or use another folder") from err
-        old_id = old.get("identity", {})
-        diff = sorted(k for k in set(old_id) | set(identity) if old_id.get(k) != identity.get(k))
+        old_id = flatten(old.get("identity", {}))
+        new_id = flatten(identity)
+        diff = sorted(k for k in set(old_id) | set(new_id) if old_id.get(k, "<absent>") != new_id.get(k, "<absent>"))
         if diff:
-            details = ", ".join(f"{k}: {old_id.get(k)!r} -> {identity.get(k)!r}" for k in diff)
+            old_v, new_v = (lambda k: _show(old_id.get(k, "<absent>"))), (lambda k: _show(new_id.get(k, "<absent>")))
+            shown = "; ".join(f"{k.removeprefix('settings.')}: {old_v(k)} -> {new_v(k)}" for k in diff[:12])
+            more = f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""
             raise IncompatibleRunError(
-                f"{out} holds a run with other settings ({details}); use a new output folder or delete it"
+                f"{out} holds a finished or partial run with other settings: {shown}{more}. Use another output "
+                "folder, delete this one, or rerun with the old settings"
             )
     info = {
         "command": " ".join([sys.executable] + list(sys.argv if argv is None else argv)),
         "code_version": code_version(),
         "identity": identity,
+        **(extra or {}),
     }
     atomic_write_json(info_path, info)
     atomic_write_text(out / "hparams_resolved.yaml", resolved_hparams_text)

@@ -1,0 +1,202 @@
+"""The continual-learning runner: a resumable state machine over the tasks of one run folder.
+
+It knows tasks, folders, markers, the rehearsal memory hand-off and the report, and nothing of the learning
+problem: the recipe gives it a :class:`Strategy` (Avalanche's split: the runner is the loop, the strategy trains and
+evaluates). Run folder::
+
+    task<k>/                    the strategy's files of task k (checkpoints, teacher targets, predictions, ...)
+    task<k>/DONE                written last; a task with it is skipped on rerun
+    memory_after_task<k>.json   rehearsal memory after task k
+    results/step<k>.json        scores after task k (the strategy's dict + timings); report.{csv,md}, matrices
+
+Per task t: memory after task t-1 -> ``strategy.train(t, memory)`` (resumable) -> ``strategy.evaluate(t, model)``
+-> ``results/step<t>.json`` written atomically -> memory update from ``strategy.memory_candidates(t)`` (features
+from ``strategy.features`` for herding) -> DONE. Every step is idempotent, so killing the job anywhere and rerunning
+the same command finishes with the same results. ``only_task`` (``--task N``) runs one task and needs task N-1
+finished. Under DDP every process trains; evaluation, the memory update and the files belong to the strategy and
+the main process (the others wait at a barrier).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+from slukd.continual.memory import RehearsalMemory
+from slukd.utils.faults import DIE_ENV, maybe_die
+from slukd.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TaskOrderError", "Strategy", "ContinualRunner", "barrier", "peak_rss_mb"]
+
+
+class TaskOrderError(RuntimeError):
+    """``--task N`` asked for a task whose predecessor has not finished."""
+
+
+class Strategy(Protocol):
+    """What a recipe gives the runner (every method gets the 0-based task index)."""
+
+    def train(self, t: int, memory: RehearsalMemory | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """Train task t (resuming if interrupted) from task t-1's model; returns (model with the selected weights,
+        info merged into the step result, e.g. the chosen checkpoint)."""
+
+    def evaluate(self, t: int, model: torch.nn.Module) -> dict[str, Any]:
+        """Main process: test after task t; returns the step result (``per_task`` and ``seen`` metric dicts)."""
+
+    def memory_candidates(self, t: int) -> tuple[list[str], list[str]]:
+        """(item IDs, class labels) of task t's training items."""
+
+    def features(self, t: int, model: torch.nn.Module, ids: list[str]) -> torch.Tensor:
+        """[N, D] features of ``ids`` for herding."""
+
+
+def barrier() -> None:
+    """Wait for every process (no-op without torch.distributed)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (and its finished children) in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+class ContinualRunner:
+    """Runs the tasks of ``out_dir`` (see the module docstring).
+
+    Args:
+        out_dir: the run folder.
+        n_tasks: number of tasks.
+        memory: a fresh memory (the budget and selection rule) or None when rehearsal is off.
+        header: fields copied into every step result (e.g. row and seed).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        n_tasks: int,
+        memory: RehearsalMemory | None = None,
+        header: dict[str, Any] | None = None,
+    ) -> None:
+        self.out = Path(out_dir)
+        self.n_tasks = int(n_tasks)
+        self.fresh_memory = memory
+        self.header = dict(header or {})
+
+    def task_dir(self, t: int) -> Path:
+        return self.out / f"task{t + 1}"
+
+    def done(self, t: int) -> bool:
+        return (self.task_dir(t) / "DONE").is_file()
+
+    def memory_before(self, t: int) -> RehearsalMemory | None:
+        """The memory available to task t (after task t-1), None when rehearsal is off."""
+        if self.fresh_memory is None:
+            return None
+        if t == 0:
+            return RehearsalMemory(**{k: v for k, v in self.fresh_memory.state_dict().items() if k != "classes"})
+        path = self.out / f"memory_after_task{t}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: memory of task {t} missing although task {t} is done")
+        return RehearsalMemory.load(path)
+
+    def tasks_to_run(self, only_task: int | None) -> list[int]:
+        """0-based tasks to run for ``only_task`` (1-based, None = all); checks the order."""
+        if only_task is None:
+            return list(range(self.n_tasks))
+        if not 1 <= only_task <= self.n_tasks:
+            raise TaskOrderError(f"--task {only_task}: the scenario has tasks 1..{self.n_tasks}")
+        t = only_task - 1
+        if t > 0 and not self.done(t - 1):
+            raise TaskOrderError(
+                f"--task {only_task} needs task {t} finished first ({self.task_dir(t - 1) / 'DONE'} is missing)"
+            )
+        return [t]
+
+    def run(self, strategy: Strategy, only_task: int | None = None) -> dict[str, Any] | None:
+        """Run every unfinished task (or only ``only_task``), then write the report when all are done. Returns the
+        report summary (main process, all tasks done) or None."""
+        for t in self.tasks_to_run(only_task):
+            if self.done(t):
+                logger.info("task %d/%d already done (%s)", t + 1, self.n_tasks, self.task_dir(t) / "DONE")
+                continue
+            self.run_task(strategy, t)
+        summary = None
+        if all(self.done(t) for t in range(self.n_tasks)) and if_main_process():
+            summary = write_report(self.out)
+            logger.info(
+                "run finished: Avg Acc %.2f, Last Acc %.2f, Avg WER %.2f (report in %s)",
+                100 * summary["avg_acc"],
+                100 * summary["last_acc"],
+                100 * summary["avg_wer"],
+                self.out / "report.md",
+            )
+        barrier()
+        return summary
+
+    def run_task(self, strategy: Strategy, t: int) -> None:
+        """Train, evaluate, update the memory and mark task t done."""
+        t0 = time.perf_counter()
+        self.task_dir(t).mkdir(parents=True, exist_ok=True)
+        memory = self.memory_before(t)
+        model, info = strategy.train(t, memory)
+        train_s = time.perf_counter() - t0
+        if if_main_process():
+            self._finish(strategy, t, model, memory, info, train_s)
+        barrier()
+
+    def _finish(self, strategy, t, model, memory, info, train_s) -> None:
+        t0 = time.perf_counter()
+        scores = strategy.evaluate(t, model)
+        eval_s = time.perf_counter() - t0
+        result = {
+            "step": t + 1,
+            "n_steps": self.n_tasks,
+            **self.header,
+            **scores,
+            **info,
+            "train_s": train_s,
+            "eval_s": eval_s,
+            "wall_s": train_s + eval_s,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        atomic_write_json(self.out / "results" / f"step{t + 1}.json", result)
+        maybe_die("memory", t + 1)
+        if memory is not None and t < self.n_tasks - 1:
+            ids, labels = strategy.memory_candidates(t)
+            feats = strategy.features(t, model, ids) if memory.selection == "herding" else None
+            memory.update(ids, labels, features=feats, task=t)
+            memory.save(self.out / f"memory_after_task{t + 1}.json")
+        atomic_write_text(self.task_dir(t) / "DONE", f"task {t + 1} finished\n")
+
+
+def write_report(out: Path) -> dict[str, Any]:
+    """``slukd.report.write_run_report`` (with the ``report::N`` fault-injection point when asked for)."""
+    import slukd.report as report
+
+    spec = os.environ.get(DIE_ENV, "")
+    if not spec.startswith("report"):
+        return report.write_run_report(out)
+    original, n = report.atomic_write_text, [0]
+
+    def counting_write(*args, **kwargs):
+        n[0] += 1
+        maybe_die("report", None, n[0])
+        return original(*args, **kwargs)
+
+    report.atomic_write_text = counting_write
+    try:
+        return report.write_run_report(out)
+    finally:
+        report.atomic_write_text = original

@@ -1,0 +1,111 @@
+"""What every recipe does before its experiment: command line, hparams, run options, DDP, logging, run record.
+
+    hparams, run_opts = start_experiment(sys.argv[1:], exclude=NOT_IDENTITY, recipe="recipes/slurp_incremental.py")
+
+- The command line is SpeechBrain's: ``ROW.yaml [--run_option ...] [--key value ...]``; hparams come from
+  :func:`slukd.config.load_hparams` (``base:`` chain, must-match overrides, values checked before any work).
+- A SpeechBrain run option that is also an hparam (``--precision``, ``--eval_precision``, ``--noprogressbar``,
+  ``--max_grad_norm``, ``--device`` ...) is written into the hparams, so every phase of the recipe (training,
+  decoding, teacher targets) and the run record see the same value.
+- A run that SpeechBrain shortens (``--debug``, ``--optimizer_step_limit``) writes into ``<output_folder>-debug``,
+  never into the real folder, and its record says ``shortened: true``: its markers and results can never be taken
+  for a real run's.
+- Under ``torchrun`` the process group is initialised (gloo when there is no CUDA).
+- The run folder gets ``run_info.json`` and ``hparams_resolved.yaml`` (:func:`slukd.utils.run.record_run`); a folder
+  holding a run with other settings is refused, naming the differing settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import speechbrain as sb
+import torch
+
+from slukd.config import load_hparams, row_chain
+from slukd.utils.logging import setup_logging
+from slukd.utils.run import record_run, settings_identity
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["start_experiment", "world_size", "is_shortened", "SHORTENING_OPTIONS"]
+
+#: SpeechBrain run options that make a run do less than its settings say.
+SHORTENING_OPTIONS = ("debug", "optimizer_step_limit")
+
+#: run options that, when also hparams, are copied into the hparams.
+_SHARED_OPTIONS = ("precision", "eval_precision", "noprogressbar", "max_grad_norm", "device", "ckpt_interval_minutes")
+
+
+def world_size() -> int:
+    """Processes of this job (``WORLD_SIZE`` set by torchrun; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_shortened(run_opts: Any) -> bool:
+    """Whether SpeechBrain's run options shorten the run (debug mode, an optimiser step limit)."""
+    return bool(getattr(run_opts, "debug", False)) or getattr(run_opts, "optimizer_step_limit", None) is not None
+
+
+def _init_ddp(run_opts: Any) -> Any:
+    if "RANK" in os.environ and "LOCAL_RANK" in os.environ:
+        if "distributed_backend" not in run_opts.overridden_args and not torch.cuda.is_available():
+            run_opts = dataclasses.replace(  # nccl needs CUDA; the Brain reads only overridden run options
+                run_opts,
+                distributed_backend="gloo",
+                overridden_args={*run_opts.overridden_args, "distributed_backend"},
+            )
+        sb.utils.distributed.ddp_init_group(run_opts)
+    return run_opts
+
+
+def start_experiment(
+    argv: list[str],
+    exclude: set[str] | frozenset[str],
+    recipe: str,
+    identity_keys: tuple[str, ...] = ("row", "seed"),
+) -> tuple[dict[str, Any], Any]:
+    """Parse, load, set up and record a run (see the module docstring); returns (hparams, run_opts)."""
+    param_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    base_keys = {str(k) for _, tree in row_chain(param_file) for k in tree}
+    shared = [o for o in _SHARED_OPTIONS if o in run_opts.overridden_args and o in base_keys]
+    extra = "\n".join(f"{o}: {getattr(run_opts, o)}" for o in shared)
+    overrides = "\n".join(x for x in (overrides, extra) if x)
+    hp, resolved = load_hparams(param_file, overrides)
+    shortened = is_shortened(run_opts)
+    if shortened:
+        debug_out = str(hp["output_folder"]).rstrip("/") + "-debug"
+        hp, resolved = load_hparams(param_file, "\n".join(x for x in (overrides, f"output_folder: {debug_out}") if x))
+    run_opts = _init_ddp(run_opts)
+    rank = int(os.environ.get("RANK", "0") or 0)
+    out = Path(hp["output_folder"])
+    setup_logging(log_file=out / ("log.txt" if rank == 0 else f"log.rank{rank}.txt"))
+    if shortened:
+        logger.warning("shortened run (SpeechBrain --debug / --optimizer_step_limit): writing to %s", out)
+    identity = {k: hp.get(k) for k in identity_keys}
+    identity.update(settings=settings_identity(resolved, exclude), world_size=world_size(), shortened=shortened)
+    if rank == 0:
+        record_run(out, resolved, identity, [recipe, *argv])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return hp, run_opts
+
+
+def log_fatal(exc: BaseException) -> None:
+    """Log an exception that ends a run into the run's log (and stderr) before it propagates."""
+    logger.error("run stopped: %s: %s", type(exc).__name__, exc, exc_info=exc)
+
+
+def main_guard(main_fn, argv: list[str] | None = None) -> int:  # pragma: no cover - thin wrapper
+    """Run ``main_fn(argv)``; every fatal error also goes to the run's log before it propagates."""
+    try:
+        return int(main_fn(list(sys.argv[1:] if argv is None else argv)) or 0)
+    except BaseException as exc:
+        if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            log_fatal(exc)
+        raise

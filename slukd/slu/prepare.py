@@ -1,0 +1,172 @@
+"""Data preparation of the SLU recipe, done once per run folder: corpus, manifests, audio check, tokenizer, scenario.
+
+- :func:`prepare_corpus`: synthesises the built-in corpus on first use (``corpus: demo``) or reads a user's SLURP
+  folder, writes the manifests under ``<output_folder>/manifests`` (main process), decodes every recording once
+  (``audio_check.json``) and drops the unusable ones (or stops, with ``skip_bad: false``);
+- :func:`prepare_tokenizer`: the SentencePiece model with every separator, intent and entity type as one token;
+- :func:`prepare_scenario`: the task split, written to ``scenario.json`` (a rerun with another split is an error);
+- :func:`label_report`: test items whose scenario is in no task, test intents never seen in training (both counted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from slukd.continual.scenario import Scenario, make_scenario
+from slukd.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SLUData", "prepare_corpus", "prepare_tokenizer", "prepare_scenario", "label_report"]
+
+
+@dataclass
+class SLUData:
+    """Manifest rows per split ({"train", "devel", "test"}: list of dicts), the corpus folder and what was
+    skipped or handled while preparing (``report``: goes into every step result)."""
+
+    rows: dict[str, list[dict]]
+    root: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], str]:
+    from slukd.data.slurp import prepare_slurp
+    from slukd.slu.data import read_manifest_checked
+
+    data_folder = Path(hp["data_folder"])
+    if hp["corpus"] == "demo":
+        from slukd.data.synth_slu import synthesize_slu_corpus
+
+        run_on_main(
+            synthesize_slu_corpus,
+            kwargs={"out_dir": str(data_folder), "tier": hp["demo_tier"], "seed": hp["corpus_seed"]},
+        )
+    elif hp["corpus"] != "slurp":
+        raise ValueError(f"hparam corpus must be 'demo' or 'slurp', got {hp['corpus']!r}")
+    splits = ["train", "devel", "test"] + (["train_synthetic"] if hp["use_synthetic"] else [])
+    kwargs = {
+        "data_folder": str(data_folder),
+        "out_dir": str(out / "manifests"),
+        "splits": splits,
+        "max_duration": hp["max_duration"],
+        "headset_only": hp["headset_only"],
+        "skip_bad": hp["skip_bad"],
+    }
+    run_on_main(prepare_slurp, kwargs=kwargs)
+    rows = {}
+    for split in splits:
+        path = out / "manifests" / f"{split}.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no {split} manifest (is {data_folder} a SLURP-layout corpus?)")
+        rows[split] = read_manifest_checked(path)
+    if hp["use_synthetic"]:
+        rows["train"] = rows["train"] + rows.pop("train_synthetic")
+    for split in ("train", "devel", "test"):
+        if not rows[split]:
+            raise ValueError(f"{out / 'manifests' / (split + '.csv')}: the {split} manifest is empty")
+    return rows, str(data_folder.resolve())
+
+
+def _check_audio(hp: dict[str, Any], out: Path, rows: dict[str, list[dict]], root: str):
+    """Decode every recording once (main process, cached in ``audio_check.json``); drop the unusable ones
+    (``skip_bad: true``, counted) or stop with :class:`slukd.slu.data.BadAudioError` naming them."""
+    from slukd.data.audio import AudioCheck
+    from slukd.slu.data import AUDIO_CHECK_NAME, check_split_audio, drop_bad_audio
+
+    path = out / AUDIO_CHECK_NAME
+    if not hp["audio_check"]:
+        return rows, {"audio_checked": False}
+    run_on_main(
+        check_split_audio,
+        args=[rows, root, path],
+        kwargs={"sample_rate": hp["sample_rate"], "max_seconds": hp["max_audio_seconds"]},
+    )
+    check = AudioCheck.from_dict(json.loads(path.read_text(encoding="utf-8"))["check"])
+    rows, skipped = drop_bad_audio(rows, root, check, hp["skip_bad"], where=str(path))
+    for split in ("train", "devel", "test"):
+        if not rows[split]:
+            raise ValueError(f"{path}: no usable {split} recording is left after the audio check")
+    if skipped.get("test"):
+        logger.warning("test items with unusable audio are left out of every score: %s", skipped["test"])
+    notes = {k: v for k, v in check.notes.items() if v}
+    if notes:
+        logger.info("audio handled while checking %d files: %s", check.n_files, notes)
+    return rows, {"audio_checked": True, "audio_skipped": skipped, "audio_notes": check.notes}
+
+
+def prepare_corpus(hp: dict[str, Any], out: str | Path) -> SLUData:
+    """Corpus, manifests and audio check of a run (see the module docstring)."""
+    out = Path(out)
+    rows, root = _manifests(hp, out)
+    rows, report = _check_audio(hp, out, rows, root)
+    return SLUData(rows=rows, root=root, report=report)
+
+
+def prepare_tokenizer(hp: dict[str, Any], out: str | Path, data: SLUData):
+    """Train the SentencePiece tokenizer once per run on the full training text, with every intent, entity type
+    and separator as a whole token (the label inventory of all tasks is known up front)."""
+    from slukd.data.target import special_tokens
+    from slukd.data.tokenizer import MODEL_NAME, Tokenizer, train_tokenizer
+
+    tok_dir = Path(out) / "tokenizer"
+    rows = data.rows
+    if not (tok_dir / MODEL_NAME).is_file():
+        all_rows = rows["train"] + rows["devel"] + rows["test"]
+        intents = sorted({r["intent"] for r in all_rows})
+        types = sorted({e["type"] for r in all_rows for e in r["entities"]})
+        run_on_main(
+            train_tokenizer,
+            kwargs={
+                "texts": [r["target"] for r in rows["train"]],
+                "out_dir": str(tok_dir),
+                "vocab_size": hp["vocab_size"],
+                "user_symbols": special_tokens(intents, types),
+            },
+        )
+    return Tokenizer.load(tok_dir / MODEL_NAME)
+
+
+def prepare_scenario(hp: dict[str, Any], out: str | Path, data: SLUData) -> Scenario:
+    """The task split (written to ``scenario.json``; a rerun with a different split is an error)."""
+    scenario = make_scenario(
+        hp["split"], hp["order"], hp["order_seed"], present={r["scenario"] for r in data.rows["train"]}
+    )
+    path = Path(out) / "scenario.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != scenario.to_dict():
+            raise RuntimeError(f"{path}: the run folder was made with another task split ({old['name']})")
+    elif if_main_process():
+        atomic_write_json(path, scenario.to_dict())
+    logger.info("scenario %s: %s", scenario.name, " | ".join(",".join(t) for t in scenario.tasks))
+    return scenario
+
+
+def label_report(data: SLUData, scenario: Scenario) -> dict[str, Any]:
+    """Test items whose scenario is in no task (never scored) and test intents absent from training."""
+    rows = data.rows
+    outside = Counter(r["scenario"] for r in rows["test"] if scenario.task_of(r["scenario"]) is None)
+    train_intents = {r["intent"] for r in rows["train"]}
+    unseen = Counter(r["intent"] for r in rows["test"] if r["intent"] not in train_intents)
+    if outside:
+        logger.warning(
+            "%d test items belong to scenarios of no task and are not scored: %s", sum(outside.values()), dict(outside)
+        )
+    if unseen:
+        logger.warning(
+            "%d test items have intents absent from the training data (scored, never predictable): %s",
+            sum(unseen.values()),
+            dict(unseen),
+        )
+    return {
+        "test_outside_tasks": dict(sorted(outside.items())),
+        "test_unseen_intents": dict(sorted(unseen.items())),
+    }
