@@ -1,34 +1,225 @@
-#!/usr/bin/env python
-"""Efficient audio captioning with encoder-level KD: one row of the results table per YAML.
+#!/usr/bin/env python3
+"""Efficient audio captioning with encoder-level knowledge distillation (one YAML per table row).
 
-    python recipes/captioning_kd.py hparams/captioning_kd/teacher.yaml [--train.epochs=3] [--device=cuda]
-    python recipes/captioning_kd.py hparams/captioning_kd/student_seqkd_contrastive_audio.yaml
-    python -m slukd.captioning.report results/captioning_kd/demo/seed0
+    python recipes/captioning_kd.py hparams/captioning_kd/teacher.yaml [--number_of_epochs 3] [--device cuda]
+    python recipes/captioning_kd.py hparams/captioning_kd/student_seqkd_contrastive_audio.yaml --seed 1
+    torchrun --nproc_per_node=2 recipes/captioning_kd.py hparams/captioning_kd/student_seqkd.yaml
 
-Rerunning the same command resumes; the logic lives in slukd.captioning.run.
+A row trains one captioner. The teacher row trains the large model on the captions. A student row trains the small
+model on its captions and, with KD weights, distils the frozen teacher (``teacher_folder``) into it: sequence-level
+KD on the teacher's beam-3 captions, encoder-level KD (MSE or contrastive) on pooled clip embeddings, token-level
+KD; rows with ``audio_only`` also train on caption-free clips (teacher pseudo-captions + encoder KD). The best
+validation checkpoint (CIDEr-D) is tested with beam search. Rerunning the same command resumes where it stopped;
+a finished row is a no-op.
+
+Wiring, top to bottom: data (corpus, manifests, audio check, pools) -> vocabulary and teacher -> teacher targets
+-> model and KD terms -> datasets -> CaptionBrain.fit -> test with the best checkpoint -> results.json.
 """
 
+from __future__ import annotations
+
+import json
+import logging
+import math
 import sys
+import time
 from pathlib import Path
 
-import yaml
+import torch
+from speechbrain.dataio.sampler import ReproducibleRandomSampler
+from speechbrain.utils.distributed import if_main_process
 
-from slukd.captioning.run import load_config, run
-from slukd.utils.logging import setup_logging
+from slukd.captioning.brain import CaptionBrain
+from slukd.captioning.data import EpochClock, audio_dataset, caption_dataset, pseudo_caption_dataset
+from slukd.captioning.evaluate import evaluate_split, write_outputs
+from slukd.captioning.prepare import audio_only_rows, build_vocab, prepare_captions
+from slukd.continual.runner import barrier
+from slukd.data.captions import WordVocab
+from slukd.distill import Teacher, TeacherTargets
+from slukd.experiment import main_guard, start_experiment, world_size
+from slukd.models.seq2seq import count_parameters
+from slukd.train import CompleteCheckpointer
+from slukd.train.decode import teacher_target_fn
+from slukd.utils.faults import maybe_die
+from slukd.utils.io import atomic_torch_save, atomic_write_json
+from slukd.utils.model_io import load_model, read_model_spec, save_model_spec
+from slukd.utils.run import seed_everything
+
+logger = logging.getLogger("captioning_kd")
+
+#: hparams that cannot change results (left out of the run identity; every other resolved setting is in it).
+NOT_IDENTITY = frozenset({"output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size", "synth_jobs"})
+
+
+def load_teacher(folder: Path, device: str) -> tuple[Teacher, WordVocab, dict]:
+    """The finished teacher run in ``folder``: frozen model, its vocabulary and how it was evaluated."""
+    need = [folder / "results.json", folder / "model.yaml", folder / "vocab.json", folder / "model.ckpt"]
+    missing = [str(p) for p in need if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"teacher not found: {missing[0]} is missing. Train the teacher row first "
+            f"(python recipes/captioning_kd.py hparams/captioning_kd/teacher.yaml) or set teacher_folder."
+        )
+    model = load_model(folder, folder / "model.ckpt")
+    return Teacher(model, device=device), WordVocab.load(folder / "vocab.json"), read_model_spec(folder)
+
+
+def compute_teacher_targets(hp, teacher, spec, rows, kd_terms, device) -> TeacherTargets:
+    """Pseudo-captions and pooled embeddings of ``rows`` from the teacher, decoded as the teacher was evaluated
+    (its beam size, length limit and precision), once per teacher (cached in the teacher's folder)."""
+    want_hyps = any("teacher_hyps" in t.needs for t in kd_terms)
+    want_emb = any("teacher_emb" in t.needs for t in kd_terms)
+    beam, max_len, precision = spec["test_beam_size"], spec["max_decode_len"], spec["eval_precision"]
+    config = {"beam": beam, "max_len": max_len, "precision": precision, "kind": "caption"}
+    targets = TeacherTargets(Path(hp["teacher_folder"]) / "teacher_targets", teacher.fingerprint, config,
+                             hyps=want_hyps, emb=want_emb)  # fmt: skip
+    compute = teacher_target_fn(teacher, beam, max_len, device, precision, hyps=want_hyps, emb=want_emb)
+    if if_main_process() and targets.missing([r["ID"] for r in rows]):
+        ds = audio_dataset(rows, hp["sample_rate"], hp["max_audio_seconds"])
+        loader = torch.utils.data.DataLoader(ds, batch_size=hp["eval_batch_size"], collate_fn=_collate)
+        targets.ensure(loader, compute, total=len(loader), progress=not hp["noprogressbar"],
+                       on_batch=lambda k: maybe_die("targets", 1, k))  # fmt: skip
+    barrier()
+    targets.reload()
+    return targets
+
+
+def _collate(items):
+    from speechbrain.dataio.batch import PaddedBatch
+
+    return PaddedBatch(items)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0].startswith("-"):
-        print(__doc__)
-        return 2
-    cfg = load_config(argv[0], argv[1:])
-    out = Path(cfg["output_folder"])
-    setup_logging(log_file=out / "log.txt")
-    results = run(cfg, resolved_text=yaml.safe_dump(cfg, sort_keys=False))
-    test = results["test"]
-    print(f"{cfg['row']}: CIDEr-D {test['CIDEr_D']:.3f}  BLEU-4 {test['BLEU_4']:.3f}  ROUGE-L {test['ROUGE_L']:.3f}")
+    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/captioning_kd.py")
+    out = Path(hparams["output_folder"])
+    device = run_opts.device or "cpu"
+    if (out / "results.json").is_file():  # the run record was checked: same settings, finished
+        results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        logger.info("%s is finished (results.json present): CIDEr-D %.3f", out, results["test"]["CIDEr_D"])
+        print(f"{hparams['row']}: CIDEr-D {results['test']['CIDEr_D']:.3f} (finished earlier)")
+        return 0
+
+    # data: corpus, manifests, clips decoded once, audio-only pools
+    data = prepare_captions(hparams, out)
+    ao_rows = audio_only_rows(hparams, data)
+
+    # KD terms of the row; with any, the frozen teacher (whose vocabulary the student shares)
+    kd_terms = [t for t in hparams["kd_terms"] + hparams["extra_kd_terms"] if t.active]
+    teacher, targets, spec = None, None, {}
+    if kd_terms:
+        teacher, vocab, spec = load_teacher(Path(hparams["teacher_folder"]), device)
+    else:
+        vocab = build_vocab(hparams, data.rows["train"])
+    if if_main_process():
+        vocab.save(out / "vocab.json")
+        save_model_spec(
+            out, (out / "hparams_resolved.yaml").read_text(encoding="utf-8"), vocab_size=vocab.vocab_size,
+            test_beam_size=hparams["test_beam_size"], max_decode_len=hparams["max_decode_len"],
+            eval_precision=hparams["eval_precision"],
+        )  # fmt: skip
+
+    # teacher targets: pseudo-captions and embeddings of every training and audio-only clip, once per teacher
+    t0 = time.perf_counter()
+    if teacher is not None and any(t.needs & {"teacher_hyps", "teacher_emb"} for t in kd_terms):
+        targets = compute_teacher_targets(hparams, teacher, spec, data.rows["train"] + ao_rows, kd_terms, device)
+    targets_s = time.perf_counter() - t0
+
+    # the model and the KD heads (the MSE head starts at the teacher embeddings' mean: the uninformed prediction)
+    seed_everything(hparams["seed"])
+    model = hparams["model"](vocab_size=vocab.vocab_size)
+    n_params = count_parameters(model)
+    logger.info("%s: %.2fM parameters, vocabulary %d", hparams["row"], n_params / 1e6, vocab.vocab_size)
+    if teacher is not None:
+        mean = targets.emb_mean([r["ID"] for r in data.rows["train"]]) if targets is not None else None
+        for term in kd_terms:
+            term.setup(model.encoder_dim, teacher.module.encoder_dim, target_mean=mean)
+
+    # datasets: this epoch's reference per training clip; audio-only clips with the teacher's pseudo-caption
+    clock = EpochClock(hparams["seed"])
+    sr, crop = hparams["sample_rate"], hparams["max_audio_seconds"]
+    train_ds = caption_dataset(data.rows["train"], vocab, clock, sr, crop)
+    valid_ds = caption_dataset(data.rows["valid"], vocab, None, sr, crop, sort=True)
+    ao_ds = None
+    if ao_rows and targets is not None and targets.want_hyps:
+        ao_ds = pseudo_caption_dataset(ao_rows, targets.hyps, vocab.bos_id, vocab.eos_id, sr, crop)
+
+    # the Brain
+    epochs = hparams["number_of_epochs"]
+    counter = hparams["epoch_counter"](limit=epochs)
+    checkpointer = CompleteCheckpointer(out / "save", recoverables={"model": model, "counter": counter})
+    brain = CaptionBrain(
+        modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
+        checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms, kd_mode="sum", targets=targets,
+    )  # fmt: skip
+    brain.vocab, brain.clock, brain.valid_refs = vocab, clock, {r["ID"]: r["captions"] for r in data.rows["valid"]}
+    brain.bos_id, brain.eos_id, brain.pad_id = vocab.bos_id, vocab.eos_id, vocab.pad_id
+    brain.valid_beam_size, brain.max_decode_len = hparams["valid_beam_size"], hparams["max_decode_len"]
+    brain.valid_every, brain.seed_base = hparams["valid_every"], hparams["seed"] * 1_000_003
+    brain.lr_schedule = hparams["lr_schedule"]
+    brain.lr_schedule.total_steps = epochs * math.ceil(len(train_ds) / (hparams["batch_size"] * world_size()))
+    brain.train_logger = hparams["train_logger"](save_file=str(out / "train_log.txt"))
+    brain.train_log_path, brain.epoch_times_path = out / "train_log.txt", out / "epoch_times.json"
+    brain.batch_hook = lambda k: maybe_die("train", 1, k)
+    brain.audio_only_set = ao_ds
+    brain.audio_only_loader_kwargs = {"batch_size": hparams["audio_only_batch_size"],
+                                      "num_workers": hparams["num_workers"]}  # fmt: skip
+    brain.sampler = ReproducibleRandomSampler(train_ds, seed=hparams["seed"] * 7919)
+    brain.fit(
+        counter, train_ds, valid_ds,
+        train_loader_kwargs={"batch_size": hparams["batch_size"], "sampler": brain.sampler,
+                             "num_workers": hparams["num_workers"]},
+        valid_loader_kwargs={"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]},
+    )  # fmt: skip
+
+    # test with the best validation checkpoint (beam search over the whole split, metrics at once)
+    best = checkpointer.recover_if_possible(max_key="CIDEr_D")
+    if best is None:
+        raise RuntimeError(f"{out / 'save'}: no checkpoint after training")
+    model = brain._model
+    test_ds = audio_dataset(data.rows["test"], sr, crop)
+    metrics, preds = evaluate_split(
+        model, vocab, test_ds, {r["ID"]: r["captions"] for r in data.rows["test"]},
+        beam_size=hparams["test_beam_size"], batch_size=hparams["eval_batch_size"],
+        max_len=hparams["max_decode_len"], device=device, precision=hparams["eval_precision"],
+        progress=not hparams["noprogressbar"], metric_options=hparams["metric_options"],
+        on_batch=lambda k: maybe_die("eval", 1, k),
+    )  # fmt: skip
+    if not if_main_process():
+        return 0
+    atomic_torch_save(model.state_dict(), out / "model.ckpt")
+    write_outputs(out, "test", metrics, preds, data.rows["test"], n_samples=hparams["n_samples"])
+    for name, why in metrics["skipped"].items():
+        logger.info("%s skipped: %s", name, why)
+    times = json.loads((out / "epoch_times.json").read_text(encoding="utf-8"))
+    results = {
+        "row": hparams["row"],
+        "role": hparams["role"],
+        "seed": hparams["seed"],
+        "kd": "+".join(f"{t.name}-{t.kind}" if t.name == "enc" else t.name for t in brain.kd_terms) or "-",
+        "captioned_fraction": float(hparams["captioned_fraction"]),
+        "audio_only": hparams["audio_only"],
+        "teacher": str(hparams["teacher_folder"]) if teacher is not None else None,
+        "teacher_fingerprint": teacher.fingerprint if teacher is not None else None,
+        "params": n_params,
+        "n_train": len(data.rows["train"]),
+        "n_audio_only": len(ao_rows) if ao_ds is not None else 0,
+        "best_valid_CIDEr_D": best.meta.get("CIDEr_D"),
+        "best_epoch": best.meta.get("epoch"),
+        "epochs": epochs,
+        "steps": brain.optimizer_step,
+        "train_minutes": round(sum(times.values()) / 60, 2),
+        "targets_s": round(targets_s, 1),
+        "precision": hparams["precision"],
+        "eval_precision": hparams["eval_precision"],
+        "data": data.report,
+        "test": {k: v for k, v in metrics.items() if not k.startswith("per_item_")},
+    }
+    atomic_write_json(out / "results.json", results)
+    print(f"{hparams['row']}: CIDEr-D {metrics['CIDEr_D']:.3f}  BLEU-4 {metrics['BLEU_4']:.3f}  "
+          f"ROUGE-L {metrics['ROUGE_L']:.3f}")  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main_guard(main))

@@ -34,8 +34,9 @@ from slukd.data.target import ParseStats
 from slukd.distill import Teacher, TeacherTargets
 from slukd.experiment import main_guard, start_experiment
 from slukd.slu import SLUBrain, label_report, make_dataset, prepare_corpus, prepare_scenario, prepare_tokenizer
-from slukd.slu.evaluate import beam_decode, decode_items, encoder_features, greedy_decode, predictions, score_step
+from slukd.slu.evaluate import predictions, score_step
 from slukd.train import CompleteCheckpointer
+from slukd.train.decode import decode, decode_dataset, pooled_features, teacher_target_fn
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
 from slukd.utils.run import seed_everything
@@ -53,7 +54,6 @@ class SLURPIncremental:
         self.hp, self.run_opts, self.data = hparams, run_opts, data
         self.tokenizer, self.scenario, self.runner = tokenizer, scenario, runner
         self.device = run_opts.device if run_opts.device else "cpu"
-        self.eval_amp = torch.bfloat16 if hparams["eval_precision"] == "bf16" else None
 
     # ---------------------------------------------------------------- data
     def dataset(self, rows, memory_ids=()):
@@ -110,7 +110,7 @@ class SLURPIncremental:
         brain.bos_id, brain.eos_id, brain.pad_id = self.tokenizer.bos_id, self.tokenizer.eos_id, 0
         brain.seed_base = hp["seed"] * 1_000_003 + t * 1009
         brain.lr_schedule = hp["lr_schedule"]
-        brain.decode_fn = functools.partial(greedy_decode, max_len=hp["max_decode_len"])
+        brain.decode_fn = functools.partial(decode, beam_size=1, max_len=hp["max_decode_len"])
         brain.gold_intent = {r["ID"]: r["intent"] for r in valid_rows}
         brain.train_logger = hp["train_logger"](save_file=str(tdir / "train_log.txt"))
         brain.train_log_path, brain.epoch_times_path = tdir / "train_log.txt", tdir / "epoch_times.json"
@@ -149,17 +149,17 @@ class SLURPIncremental:
         """The teacher's beam-search hypotheses of the memory, decoded once per task (batched) and cached on disk,
         in the precision the teacher was evaluated in."""
         hp = self.hp
-        beam, max_len, amp, device = hp["pseudo_beam_size"], hp["max_decode_len"], self.eval_amp, self.device
-        config = {"beam": beam, "max_len": max_len, "precision": hp["eval_precision"]}
+        config = {"beam": hp["pseudo_beam_size"], "max_len": hp["max_decode_len"], "precision": hp["eval_precision"]}
         targets = TeacherTargets(tdir / "targets", teacher.fingerprint, config, hyps=True, emb=False)
-
-        def compute(batch):
-            batch = batch.to(device)
-            wavs, lens = batch.sig
-            with torch.autocast(device_type=torch.device(device).type, dtype=amp, enabled=amp is not None):
-                hyps = teacher.run(lambda m: beam_decode(m, m.encode(wavs, lens), lens, beam, max_len))
-            return hyps, None
-
+        compute = teacher_target_fn(
+            teacher,
+            hp["pseudo_beam_size"],
+            hp["max_decode_len"],
+            self.device,
+            hp["eval_precision"],
+            hyps=True,
+            emb=False,
+        )
         if if_main_process():
             loader = make_dataloader(self.dataset(mem_rows), batch_size=hp["eval_batch_size"])
             targets.ensure(loader, compute, on_batch=lambda k: maybe_die("targets", t + 1, k))
@@ -174,12 +174,13 @@ class SLURPIncremental:
             self.data.rows["test"][i]
             for i in self.scenario.eval_indices([r["scenario"] for r in self.data.rows["test"]], t)
         ]
-        hyps = decode_items(
-            model, self.dataset(test_rows), self.tokenizer, beam_size=hp["test_beam_size"],
-            batch_size=hp["eval_batch_size"], max_len=hp["max_decode_len"], device=self.device,
-            precision=self.eval_amp, desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
-            on_batch=lambda k: maybe_die("eval", t + 1, k),
+        tokens = decode_dataset(
+            model, self.dataset(test_rows), beam_size=hp["test_beam_size"], batch_size=hp["eval_batch_size"],
+            max_len=hp["max_decode_len"], device=self.device, precision=hp["eval_precision"],
+            desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
+            on_batch=lambda k: maybe_die("eval", t + 1, k), shard=False,
         )  # fmt: skip
+        hyps = {i: self.tokenizer.decode(h) for i, h in tokens.items()}
         stats = ParseStats()
         preds = predictions(test_rows, hyps, stats)
         atomic_write_jsonl(tdir / "predictions.jsonl", preds)
@@ -200,7 +201,7 @@ class SLURPIncremental:
     def features(self, t: int, model, ids: list[str]) -> torch.Tensor:
         by_id = {r["ID"]: r for r in self.data.rows["train"]}
         ds = self.dataset([by_id[i] for i in ids])
-        return encoder_features(model, ds, self.hp["eval_batch_size"], self.device, progress=False)
+        return pooled_features(model, ds, self.hp["eval_batch_size"], self.device, self.hp["eval_precision"])
 
 
 def main(argv: list[str]) -> int:

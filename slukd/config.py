@@ -289,6 +289,27 @@ def _schema(root: CommentedMap) -> dict[str, list[_Rule]]:
     return out
 
 
+def strip_comments(node: Any) -> Any:
+    """A copy of a round-trip YAML tree without comments (tags kept): ruamel can misplace comments that sit
+    between a key and a tagged block value when it dumps the tree again."""
+    tag = getattr(node, "tag", None)
+    if isinstance(node, Mapping):
+        out = CommentedMap((k, strip_comments(v)) for k, v in node.items())
+        if _tag(node):
+            out.yaml_set_ctag(tag)
+        if getattr(node, "fa", None) is not None and node.fa.flow_style():
+            out.fa.set_flow_style()
+        return out
+    if isinstance(node, (list, CommentedSeq)):
+        out_seq = CommentedSeq(strip_comments(v) for v in node)
+        if _tag(node):
+            out_seq.yaml_set_ctag(tag)
+        if getattr(node, "fa", None) is not None and node.fa.flow_style():
+            out_seq.fa.set_flow_style()
+        return out_seq
+    return node
+
+
 def plain(node: Any) -> Any:
     """A round-trip YAML node as plain Python (tagged nodes become ``{"!tag": args}`` / ``"!tag value"``)."""
     tag = _tag(node)
@@ -350,7 +371,7 @@ def load_hparams(
     if validate:
         _check_values(tree, _schema(load_tree(root_path)), origins)
     buf = io.StringIO()
-    _yaml().dump(tree, buf)
+    _yaml().dump(strip_comments(tree), buf)
     text = buf.getvalue()
     try:
         hp = load_hyperpyyaml(text)

@@ -1,92 +1,118 @@
-"""Clip datasets and batching for captioning.
+"""SpeechBrain datasets of the captioning recipe, built from caption manifest rows
+(:func:`slukd.data.captions.read_manifest`: ``ID``, ``wav``, ``duration``, ``captions``).
 
-A batch is ``ClipBatch(ids, wavs [B, S] float32, wav_lens [B] relative, captions)``; ``captions[b]`` is the list of
-reference captions of clip b ([] for audio-only clips). Order and caption choice are functions of (seed, epoch)
-only, so a resumed epoch sees exactly the batches of an uninterrupted run.
+Items provide ``id``, ``sig`` (mono waveform [S] at ``sample_rate`` through :func:`slukd.data.audio.load_audio`:
+resampled, down-mixed, cropped to ``max_seconds``) and, for captioned clips, ``tokens_bos`` ([bos] + y),
+``tokens_eos`` (y + [eos]) and ``tokens`` (y) of ONE reference caption, chosen per epoch: the index is drawn from
+(seed, epoch, clip ID), so every reference gets used and a resumed epoch sees the same captions. The current epoch
+is read from a shared :class:`EpochClock` that the Brain advances; DataLoader workers are started per epoch, so
+they see it too. Audio-only items carry the teacher's pseudo-caption as their target instead.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import speechbrain as sb
 import torch
 
 from slukd.data.audio import load_audio
 
-logger = logging.getLogger(__name__)
+__all__ = ["EpochClock", "choose_caption", "caption_dataset", "pseudo_caption_dataset"]
 
 
-@dataclass
-class ClipBatch:
-    ids: list[str]
-    wavs: torch.Tensor
-    wav_lens: torch.Tensor
-    captions: list[list[str]]
+class EpochClock:
+    """The current training epoch, shared by the Brain (writer) and the datasets (readers)."""
 
-    def to(self, device: str | torch.device) -> ClipBatch:
-        return ClipBatch(self.ids, self.wavs.to(device), self.wav_lens.to(device), self.captions)
+    def __init__(self, seed: int = 0) -> None:
+        self.seed, self.epoch = int(seed), 0
 
 
-def load_wav(path: str, sample_rate: int = 16000, max_seconds: float | None = None) -> np.ndarray:
-    """Mono float32 waveform through :func:`slukd.data.audio.load_audio`: other sample rates are resampled and
-    multichannel audio is down-mixed (both counted and logged there), clips longer than ``max_seconds`` are cropped;
-    missing, empty, truncated, non-audio or non-finite files raise an error naming the file."""
-    wav, _ = load_audio(path, target_sr=sample_rate, max_seconds=max_seconds, long_policy="crop")
-    return wav.numpy()
+def choose_caption(item_id: str, captions: Sequence[str], seed: int, epoch: int) -> str:
+    """One reference of a clip for one epoch: index drawn from (seed, epoch, crc32(clip ID))."""
+    if not captions:
+        raise ValueError(f"clip {item_id} has no caption but is in a captioned training set")
+    h = zlib.crc32(item_id.encode("utf-8"))
+    return captions[int(np.random.default_rng([seed, epoch, h]).integers(len(captions)))]
 
 
-def collate(rows: list[dict[str, Any]], sample_rate: int = 16000, max_seconds: float | None = None) -> ClipBatch:
-    """Read and zero-pad the clips of ``rows`` (manifest rows) into one batch."""
-    wavs = [load_wav(r["wav"], sample_rate, max_seconds) for r in rows]
-    longest = max(len(w) for w in wavs)
-    out = torch.zeros(len(wavs), longest)
-    for i, w in enumerate(wavs):
-        out[i, : len(w)] = torch.from_numpy(w)
-    lens = torch.tensor([len(w) / longest for w in wavs], dtype=torch.float32)
-    return ClipBatch([r["ID"] for r in rows], out, lens, [list(r["captions"]) for r in rows])
+def _base_dataset(rows: Sequence[dict[str, Any]], sample_rate: int, max_seconds: float | None, extra: dict):
+    data = {}
+    for r in rows:
+        if r["ID"] in data:
+            raise ValueError(f"duplicate clip ID {r['ID']!r} in the dataset rows")
+        data[r["ID"]] = {"wav": r["wav"], "duration": float(r["duration"]), **extra.get(r["ID"], {})}
+    ds = sb.dataio.dataset.DynamicItemDataset(data)
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return load_audio(wav, target_sr=sample_rate, max_seconds=max_seconds, long_policy="crop")[0]
+
+    ds.add_dynamic_item(audio_pipeline)
+    return ds
 
 
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
-    """The item order of one epoch: a permutation drawn from (seed, epoch), or 0..n-1."""
-    if not shuffle:
-        return list(range(n))
-    return np.random.default_rng([seed, epoch, 11]).permutation(n).tolist()
+def _token_items(ds, key: str, to_ids: Callable[[Any, str], list[int]], bos: int, eos: int) -> None:
+    @sb.utils.data_pipeline.takes("id", key)
+    @sb.utils.data_pipeline.provides("tokens_bos", "tokens_eos", "tokens")
+    def text_pipeline(item_id, value):
+        ids = to_ids(value, item_id)
+        yield torch.LongTensor([bos] + ids)
+        yield torch.LongTensor(ids + [eos])
+        yield torch.LongTensor(ids)
+
+    ds.add_dynamic_item(text_pipeline)
 
 
-def iterate_batches(
-    rows: list[dict[str, Any]],
-    batch_size: int,
-    seed: int = 0,
-    epoch: int = 0,
-    shuffle: bool = True,
+def caption_dataset(
+    rows: Sequence[dict[str, Any]],
+    vocab,
+    clock: EpochClock | None = None,
     sample_rate: int = 16000,
     max_seconds: float | None = None,
-    sort_by_duration: bool = False,
-) -> Iterator[ClipBatch]:
-    """Batches of one epoch. ``sort_by_duration`` (evaluation) groups clips of similar length to save padding."""
-    order = epoch_order(len(rows), seed, epoch, shuffle)
-    if sort_by_duration:
-        order = sorted(order, key=lambda i: (rows[i]["duration"], rows[i]["ID"]))
-    for start in range(0, len(order), batch_size):
-        yield collate([rows[i] for i in order[start : start + batch_size]], sample_rate, max_seconds)
+    sort: bool = False,
+):
+    """Clips with audio and, with a ``clock``, the epoch's chosen reference as target (training); without a clock,
+    the first reference (validation loss). ``sort``: ordered by duration (decoding: less padding)."""
+    extra = {r["ID"]: {"captions": list(r["captions"])} for r in rows}
+    ds = _base_dataset(rows, sample_rate, max_seconds, extra)
+
+    def to_ids(captions, item_id):
+        cap = choose_caption(item_id, captions, clock.seed, clock.epoch) if clock is not None else captions[0]
+        return vocab.encode(cap, add_eos=False)
+
+    _token_items(ds, "captions", to_ids, vocab.bos_id, vocab.eos_id)
+    ds.set_output_keys(["id", "sig", "tokens_bos", "tokens_eos", "tokens"])
+    return ds.filtered_sorted(sort_key="duration") if sort else ds
 
 
-def num_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
+def audio_dataset(
+    rows: Sequence[dict[str, Any]], sample_rate: int = 16000, max_seconds: float | None = None, sort: bool = True
+):
+    """Clips with audio only (decoding, teacher targets); ordered by duration unless ``sort`` is False."""
+    ds = _base_dataset(rows, sample_rate, max_seconds, {})
+    ds.set_output_keys(["id", "sig"])
+    return ds.filtered_sorted(sort_key="duration") if sort else ds
 
 
-def choose_captions(batch: ClipBatch, seed: int, epoch: int) -> list[str]:
-    """One training caption per clip: index drawn from (seed, epoch, clip ID) so every reference gets used."""
-    out = []
-    for item_id, caps in zip(batch.ids, batch.captions):
-        if not caps:
-            raise ValueError(f"clip {item_id} has no caption but is in a captioned training set")
-        h = zlib.crc32(item_id.encode("utf-8"))
-        out.append(caps[int(np.random.default_rng([seed, epoch, h]).integers(len(caps)))])
-    return out
+def pseudo_caption_dataset(
+    rows: Sequence[dict[str, Any]],
+    hyps: dict[str, list[int]],
+    bos: int,
+    eos: int,
+    sample_rate: int = 16000,
+    max_seconds: float | None = None,
+):
+    """Audio-only clips whose target is the teacher's pseudo-caption (token ids from the teacher-target cache)."""
+    missing = [r["ID"] for r in rows if r["ID"] not in hyps]
+    if missing:
+        raise KeyError(f"no teacher pseudo-caption for audio-only clip {missing[0]!r} ({len(missing)} missing)")
+    extra = {r["ID"]: {"hyp": list(hyps[r["ID"]])} for r in rows}
+    ds = _base_dataset(rows, sample_rate, max_seconds, extra)
+    _token_items(ds, "hyp", lambda hyp, _id: list(hyp), bos, eos)
+    ds.set_output_keys(["id", "sig", "tokens_bos", "tokens_eos", "tokens"])
+    return ds

@@ -1,9 +1,10 @@
 """Whole-split decoding and caption metrics (never per batch), predictions and sample captions.
 
-``evaluate_split`` decodes every clip (greedy or batched beam search through :mod:`slukd.models.decoding`), then
-scores the whole split at once with :func:`slukd.metrics.caption.caption_metrics`. ``write_outputs`` writes
-``predictions_<split>.jsonl`` (ID, prediction, references, per-clip CIDEr-D), ``metrics_<split>.json`` and
-``samples_<split>.md`` (the first ``n_samples`` clips by ID: prediction next to its references) atomically.
+``evaluate_split`` decodes every clip (greedy or batched beam search through
+:func:`slukd.train.decode.decode_dataset`, shared with the SLU recipe), then scores the whole split at once with
+:func:`slukd.metrics.caption.caption_metrics`. ``write_outputs`` writes ``predictions_<split>.jsonl`` (ID,
+prediction, references, per-clip CIDEr-D), ``metrics_<split>.json`` and ``samples_<split>.md`` (the first
+``n_samples`` clips by ID: prediction next to its references) atomically.
 """
 
 from __future__ import annotations
@@ -16,62 +17,39 @@ from typing import Any
 
 import torch
 
-from slukd.captioning.data import iterate_batches
 from slukd.data.captions import WordVocab
 from slukd.metrics.caption import caption_metrics
-from slukd.models.decoding import beam_search, greedy_search
-from slukd.models.seq2seq import Seq2Seq
+from slukd.train.decode import decode_dataset
 from slukd.utils.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def decode_rows(
-    model: Seq2Seq,
-    vocab: WordVocab,
-    rows: list[dict[str, Any]],
-    beam_size: int = 3,
-    batch_size: int = 32,
-    max_len: int = 22,
-    device: str | torch.device = "cpu",
-    bf16: bool = False,
-) -> dict[str, str]:
-    """Clip ID -> decoded caption (beam search when ``beam_size`` > 1, else greedy)."""
-    device = torch.device(device)
-    model.eval()
-    out: dict[str, str] = {}
-    for batch in iterate_batches(rows, batch_size, shuffle=False, sort_by_duration=True):
-        b = batch.to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            enc = model.encode(b.wavs, b.wav_lens)
-            if beam_size > 1:
-                toks = [h[0].tokens for h in beam_search(model, enc, b.wav_lens, beam_size=beam_size, max_len=max_len)]
-            else:
-                toks = greedy_search(model, enc, b.wav_lens, max_len=max_len)
-        for item_id, t in zip(batch.ids, toks):
-            out[item_id] = vocab.decode(t)
-    return out
-
-
 def evaluate_split(
-    model: Seq2Seq,
+    model,
     vocab: WordVocab,
-    rows: list[dict[str, Any]],
+    dataset,
+    references: dict[str, list[str]],
     beam_size: int = 3,
     batch_size: int = 32,
     max_len: int = 22,
     device: str | torch.device = "cpu",
-    meteor: bool = True,
-    spice_corenlp_dir: str | os.PathLike | None = None,
-    bf16: bool = False,
+    precision: str | None = None,
+    progress: bool = True,
+    metric_options: dict[str, Any] | None = None,
+    on_batch: Any = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """(metrics, predictions) over the whole split."""
+    """(metrics, {clip ID: caption}) over the whole split: every clip decoded (beam search when ``beam_size`` > 1,
+    sharded under DDP), then scored at once by :func:`slukd.metrics.caption.caption_metrics` (``metric_options``:
+    its tokenizer, backend, METEOR and SPICE settings)."""
     t0 = time.monotonic()
-    preds = decode_rows(model, vocab, rows, beam_size, batch_size, max_len, device, bf16)
+    tokens = decode_dataset(
+        model, dataset, beam_size=beam_size, batch_size=batch_size, max_len=max_len, device=str(device),
+        precision=precision, progress=progress, desc="test", on_batch=on_batch,
+    )  # fmt: skip
+    preds = {i: vocab.decode(t) for i, t in tokens.items()}
     decode_s = time.monotonic() - t0
-    refs = {r["ID"]: r["captions"] for r in rows}
-    metrics = caption_metrics(preds, refs, meteor=meteor, spice_corenlp_dir=spice_corenlp_dir)
+    metrics = caption_metrics(preds, {i: references[i] for i in preds}, **(metric_options or {}))
     metrics["decode_seconds"] = round(decode_s, 2)
     metrics["beam_size"] = beam_size
     return metrics, preds
@@ -93,7 +71,9 @@ def write_outputs(
         out / f"predictions_{split}.jsonl",
         [{"ID": i, "prediction": preds[i], "references": refs[i], "CIDEr_D": round(per.get(i, 0.0), 4)} for i in ids],
     )
-    atomic_write_json(out / f"metrics_{split}.json", {k: v for k, v in metrics.items() if k != "per_item_CIDEr_D"})
+    atomic_write_json(
+        out / f"metrics_{split}.json", {k: v for k, v in metrics.items() if not k.startswith("per_item_")}
+    )
     lines = [f"# Sample captions ({split}, first {min(n_samples, len(ids))} clips by ID)", ""]
     for i in ids[:n_samples]:
         lines.append(f"**{i}** (CIDEr-D {per.get(i, 0.0):.2f})  ")

@@ -38,6 +38,8 @@ class KDContext:
     ``student_decode(sel, tokens_bos)`` runs the student decoder on the encoder rows ``sel`` (indices into R).
     Teacher side (computed on first use, once per batch): ``teacher_enc`` [R, T', D'], ``teacher_emb`` [R, D'],
     ``teacher_logits`` [R, L, V], ``teacher_hyps`` (R token lists or None).
+    ``hyps_as_gold``: the batch's targets ARE the teacher's hypotheses (audio-only clips), so the student logits on
+    them already are what seq-KD needs (no second decoder pass) and no term may treat them as gold references.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class KDContext:
         bos_id: int = 1,
         eos_id: int = 2,
         pad_id: int = 0,
+        hyps_as_gold: bool = False,
     ) -> None:
         self.rows = rows
         self.ids = [str(ids[i]) for i in rows.tolist()]
@@ -65,10 +68,11 @@ class KDContext:
         self._decode, self.teacher, self.targets = decode, teacher, targets
         self._logits, self._bos, self._eos, self._eos_lens = logits, tokens_bos, tokens_eos, eos_lens
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.hyps_as_gold = bool(hyps_as_gold)
 
     @property
     def has_gold(self) -> bool:
-        return self._bos is not None
+        return self._bos is not None and not self.hyps_as_gold
 
     @cached_property
     def lens(self) -> torch.Tensor:
@@ -235,6 +239,10 @@ class SeqKD(KDTerm):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, ctx: KDContext) -> torch.Tensor:
+        if ctx.hyps_as_gold:  # audio-only clips: the batch targets are the teacher's hypotheses
+            log_probs = torch.log_softmax(ctx.student_logits.float(), -1)
+            lens = ctx._eos_lens[ctx.rows]
+            return sequence_nll(log_probs, ctx.gold_eos, lens=lens, label_smoothing=self.label_smoothing)
         labels = ctx.teacher_hyps
         keep = [k for k, lab in enumerate(labels) if lab is not None]
         if not keep:

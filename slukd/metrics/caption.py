@@ -111,7 +111,7 @@ def _pycoco_spice(
 ) -> None:
     """SPICE / SPIDEr of the pycocoevalcap backend into ``out``, or the reason they are skipped."""
     if spice_corenlp_dir is None:
-        reason = "needs the Stanford CoreNLP 3.6.0 jars: pass their folder (spice_corenlp_dir / --spice_corenlp_dir)"
+        reason = "needs the Stanford CoreNLP 3.6.0 jars: pass their folder with --metric_options.spice_corenlp_dir=DIR"
         out["skipped"]["SPICE"] = out["skipped"]["SPIDEr"] = reason
     elif not java_available():
         out["skipped"]["SPICE"] = out["skipped"]["SPIDEr"] = f"Java not found ({JAVA_INSTALL})"

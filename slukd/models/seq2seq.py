@@ -672,3 +672,25 @@ class Seq2Seq(nn.Module):
     def num_valid_frames(self, enc: Tensor, wav_lens: Tensor) -> Tensor:
         """Absolute valid encoder frames [B] = round(T' * wav_lens) (SpeechBrain's convention)."""
         return torch.round(enc.shape[1] * wav_lens.float()).long()
+
+    # -- optimiser parameter groups ----------------------------------------------------------------------------------
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the encoder (``self.encoder``; frozen ones, requires_grad False, are left out)."""
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def other_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the encoder (front end, projection, decoder, output and CTC layers)."""
+        enc = {id(p) for p in self.encoder.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in enc]
+
+    def parameter_groups(self, lr: float, encoder_lr: float | None = None) -> list[dict]:
+        """Optimiser groups ``[{"params": encoder, "lr": encoder_lr}, {"params": rest, "lr": lr}]``.
+
+        ``encoder_lr`` None: the encoder uses ``lr`` too. Empty groups are left out (e.g. a frozen encoder).
+        Use as ``torch.optim.AdamW(model.parameter_groups(lr=1e-3, encoder_lr=5e-5), weight_decay=...)``.
+        """
+        groups = [
+            {"params": self.encoder_parameters(), "lr": lr if encoder_lr is None else encoder_lr, "name": "encoder"},
+            {"params": self.other_parameters(), "lr": lr, "name": "other"},
+        ]
+        return [g for g in groups if g["params"]]

@@ -12,28 +12,21 @@ costs a line in the run's ``audio_check.json`` instead of a crash hours into tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import speechbrain as sb
 import torch
 
-from slukd.data.audio import AudioCheck, check_audio_files, load_audio
-from slukd.utils.io import atomic_write_json
+from slukd.data.audio import AUDIO_CHECK_NAME, BadAudioError, check_split_audio, drop_bad_audio, load_audio
 
 logger = logging.getLogger(__name__)
 
-AUDIO_CHECK_NAME = "audio_check.json"
-
-
-class BadAudioError(ValueError):
-    """Unusable recordings found by the audio check while bad input is not to be skipped."""
+__all__ = ["AUDIO_CHECK_NAME", "BadAudioError", "audio_path", "make_dataset", "check_split_audio", "drop_bad_audio",
+           "ManifestError", "read_manifest_checked"]  # fmt: skip
 
 
 def audio_path(row: dict, data_root: str | os.PathLike) -> str:
@@ -86,83 +79,6 @@ def make_dataset(
         keys.append("sig")
     ds.set_output_keys(keys)
     return ds
-
-
-def _files_key(paths: list[str], options: dict[str, Any]) -> str:
-    """A hash of the file list with sizes and modification times, and the check options."""
-    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for p in paths:
-        try:
-            st = os.stat(p)
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{p}\0missing\n".encode())
-    return h.hexdigest()[:20]
-
-
-def check_split_audio(
-    rows: dict[str, list[dict]],
-    data_root: str | os.PathLike,
-    cache_path: str | os.PathLike,
-    sample_rate: int = 16000,
-    max_seconds: float | None = None,
-) -> AudioCheck:
-    """Decode every recording of ``rows`` ({split: manifest rows}) once; the result is cached in ``cache_path``
-    (JSON, reused while the files, their sizes and modification times and the options are unchanged)."""
-    paths = sorted({audio_path(r, data_root) for split_rows in rows.values() for r in split_rows})
-    options = {"sample_rate": sample_rate, "max_seconds": max_seconds, "version": 1}
-    key = _files_key(paths, options)
-    cache_path = Path(cache_path)
-    if cache_path.is_file():
-        try:
-            old = json.loads(cache_path.read_text(encoding="utf-8"))
-            if old.get("key") == key:
-                logger.info("audio check of %d files reused from %s", len(paths), cache_path)
-                return AudioCheck.from_dict(old["check"])
-        except (ValueError, KeyError, TypeError):
-            logger.warning("%s: unreadable audio-check cache, checking again", cache_path)
-    logger.info("checking %d audio files (decoding each once)", len(paths))
-    check = check_audio_files(paths, target_sr=sample_rate, max_seconds=max_seconds, long_policy="crop")
-    atomic_write_json(cache_path, {"key": key, "check": check.to_dict()})
-    return check
-
-
-def drop_bad_audio(
-    rows: dict[str, list[dict]], data_root: str | os.PathLike, check: AudioCheck, skip_bad: bool, where: str = ""
-) -> tuple[dict[str, list[dict]], dict[str, dict[str, int]]]:
-    """Remove the rows whose recording the check found unusable. Returns (rows, {split: {reason: count}}).
-    With ``skip_bad=False`` any bad recording raises :class:`BadAudioError` listing the first few."""
-    if check.bad and not skip_bad:
-        msgs = [m for _, m in list(check.bad.values())[:5]]
-        more = f" and {len(check.bad) - 5} more" if len(check.bad) > 5 else ""
-        raise BadAudioError(
-            f"{len(check.bad)} unusable audio files{' (' + where + ')' if where else ''}: "
-            + "; ".join(msgs)
-            + more
-            + ". Fix or remove them, or set skip_bad: true to skip and count them."
-        )
-    kept: dict[str, list[dict]] = {}
-    skipped: dict[str, dict[str, int]] = {}
-    for split, split_rows in rows.items():
-        reasons: Counter = Counter()
-        keep = []
-        for r in split_rows:
-            bad = check.bad.get(audio_path(r, data_root))
-            if bad is None:
-                keep.append(r)
-            else:
-                reasons[bad[0]] += 1
-        kept[split] = keep
-        skipped[split] = dict(reasons)
-        if reasons:
-            logger.warning(
-                "%s: skipped %d recordings with unusable audio %s (listed in %s)",
-                split,
-                sum(reasons.values()),
-                dict(reasons),
-                where or AUDIO_CHECK_NAME,
-            )
-    return kept, skipped
 
 
 class ManifestError(ValueError):

@@ -1,7 +1,6 @@
-"""Decoding a dataset, SLURP-format predictions and the per-step scores of the class-incremental recipe.
+"""SLURP-format predictions and the per-step scores of the class-incremental recipe (decoding itself is
+:func:`slukd.train.decode.decode_dataset`, shared with captioning).
 
-- :func:`decode_items`: batched decoding (greedy or beam search from :mod:`slukd.models.decoding`) of a dataset,
-  returning one hypothesis text per item ID.
 - :func:`predictions`: parsed hypotheses -> SLURP prediction dicts ``{"file", "scenario", "action", "entities"}``
   (``file`` = the recording's file name, the key of SLURP's per-recording scoring).
 - :func:`score_step`: intent accuracy, WER (transcript part only) and SLU-F1 per task seen and over all seen items.
@@ -14,87 +13,11 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-from speechbrain.dataio.dataloader import make_dataloader
-from tqdm import tqdm
-
 from slukd.data.target import ParseStats, parse
 from slukd.metrics.slurp_scorer import score_slurp
 from slukd.metrics.wer import wer
-from slukd.models.decoding import beam_search, greedy_search
 
 logger = logging.getLogger(__name__)
-
-
-def greedy_decode(model, enc: torch.Tensor, lens: torch.Tensor, max_len: int = 100) -> list[list[int]]:
-    """Batched greedy decoding (``slukd.models.decoding.greedy_search``): enc [B, T', D] -> one token list per item
-    (no bos/eos), at most ``max_len`` tokens (and at most one per valid encoder frame)."""
-    return greedy_search(model, enc, lens, max_len=max_len)
-
-
-def beam_decode(model, enc: torch.Tensor, lens: torch.Tensor, beam_size: int, max_len: int = 100) -> list[list[int]]:
-    """Batched beam search (``slukd.models.decoding.beam_search``, best hypothesis); greedy when ``beam_size`` is 1."""
-    if beam_size <= 1:
-        return greedy_decode(model, enc, lens, max_len)
-    return [h[0].tokens for h in beam_search(model, enc, lens, beam_size=beam_size, max_len=max_len)]
-
-
-@torch.no_grad()
-def decode_items(
-    model,
-    dataset,
-    tokenizer,
-    beam_size: int = 1,
-    batch_size: int = 16,
-    max_len: int = 100,
-    device: str = "cpu",
-    precision: torch.dtype | None = None,
-    progress: bool = True,
-    desc: str = "decode",
-    token_ids: bool = False,
-    on_batch: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Decode every item of ``dataset`` (with ``id`` and ``sig`` keys); returns {ID: text} (or {ID: token list}
-    with ``token_ids``). The model is put in eval mode; bf16 autocast when ``precision`` is given. ``on_batch(k)``
-    is called after the k-th batch (1-based)."""
-    was_training = model.training
-    model.eval()
-    loader = make_dataloader(dataset, batch_size=batch_size, shuffle=False)
-    out: dict[str, Any] = {}
-    try:
-        for k, batch in enumerate(tqdm(loader, desc=desc, disable=not progress, dynamic_ncols=True), start=1):
-            batch = batch.to(device)
-            wavs, lens = batch.sig
-            with torch.autocast(device_type=torch.device(device).type, dtype=precision, enabled=precision is not None):
-                enc = model.encode(wavs, lens)
-                hyps = beam_decode(model, enc, lens, beam_size, max_len)
-            for item_id, h in zip(batch.id, hyps):
-                out[item_id] = list(h) if token_ids else tokenizer.decode(list(h))
-            if on_batch is not None:
-                on_batch(k)
-    finally:
-        model.train(was_training)
-    return out
-
-
-@torch.no_grad()
-def encoder_features(model, dataset, batch_size: int = 16, device: str = "cpu", progress: bool = True) -> torch.Tensor:
-    """Time-pooled encoder outputs ([N, D], masked mean over valid frames) of every item, in dataset order (the
-    herding features)."""
-    from slukd.distill import masked_mean
-
-    was_training = model.training
-    model.eval()
-    feats = []
-    try:
-        loader = make_dataloader(dataset, batch_size=batch_size, shuffle=False)
-        for batch in tqdm(loader, desc="features", disable=not progress, dynamic_ncols=True):
-            batch = batch.to(device)
-            wavs, lens = batch.sig
-            feats.append(masked_mean(model.encode(wavs, lens), lens).float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(feats) if feats else torch.zeros(0, 0)
 
 
 def recording_key(wav: str) -> str:

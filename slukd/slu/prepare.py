@@ -78,8 +78,7 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
 def _check_audio(hp: dict[str, Any], out: Path, rows: dict[str, list[dict]], root: str):
     """Decode every recording once (main process, cached in ``audio_check.json``); drop the unusable ones
     (``skip_bad: true``, counted) or stop with :class:`slukd.slu.data.BadAudioError` naming them."""
-    from slukd.data.audio import AudioCheck
-    from slukd.slu.data import AUDIO_CHECK_NAME, check_split_audio, drop_bad_audio
+    from slukd.data.audio import AUDIO_CHECK_NAME, AudioCheck, check_split_audio, drop_bad_audio
 
     path = out / AUDIO_CHECK_NAME
     if not hp["audio_check"]:

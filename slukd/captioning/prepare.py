@@ -1,0 +1,127 @@
+"""Data preparation of the captioning recipe, done once per run folder: corpus, manifests, audio check, pools.
+
+- :func:`prepare_captions`: generates the built-in scenes corpus on first use (``corpus: scenes``) or reads a
+  user's Clotho / AudioCaps folder; writes manifests under ``<output_folder>/manifests``; decodes every clip once at
+  start-up (``audio_check.json``) and drops the unusable ones, counted (``skip_bad: true``), or stops naming them.
+- Audio-only clips come in two pools, named for what they are: ``pool`` (clips that never had captions: the
+  built-in caption-free clips or a user's ``audio_only_folder``; a teacher trained on the captioned set never saw
+  captions of them) and ``remainder`` (training clips whose captions a data-scarce row drops; the teacher, trained
+  on every caption, did see theirs: the paper-like "pretrained teacher" setting).
+- :func:`build_vocab`: the word vocabulary of the captions a row trains on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speechbrain.utils.distributed import run_on_main
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CaptionData", "prepare_captions", "audio_only_rows", "build_vocab", "POOL_PREFIX"]
+
+#: ID prefix of the clips that never had captions (see slukd.data.captions); other audio-only clips are the
+#: uncaptioned remainder of the training set.
+POOL_PREFIX = "audio_only_"
+
+
+@dataclass
+class CaptionData:
+    """Manifest rows per split: ``train``, ``valid``, ``test`` and the audio-only ``pool`` and ``remainder``;
+    ``report``: what preparation skipped or handled (by split and reason), copied into the results."""
+
+    rows: dict[str, list[dict[str, Any]]]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    from slukd.data.captions import prepare_audiocaps, prepare_clotho, read_manifest, read_prepare_report
+
+    corpus, data = hp["corpus"], Path(hp["data_folder"])
+    man = out / "manifests"
+    kwargs = dict(
+        audio_only_folder=hp["audio_only_folder"], captioned_fraction=float(hp["captioned_fraction"]),
+        seed=int(hp["corpus_seed"]),
+    )  # fmt: skip
+    if corpus == "scenes":
+        from slukd.data.synth_scenes import generate_scenes
+
+        run_on_main(
+            generate_scenes,
+            kwargs={"out_dir": data, "tier": hp["tier"], "seed": int(hp["corpus_seed"]), "jobs": hp["synth_jobs"],
+                    "progress": not hp["noprogressbar"]},
+        )  # fmt: skip
+        prepare = prepare_clotho
+    elif corpus == "clotho":
+        prepare = prepare_clotho
+    elif corpus == "audiocaps":
+        prepare = prepare_audiocaps
+    else:
+        raise ValueError(f"hparam corpus must be scenes, clotho or audiocaps; got {corpus!r}")
+    run_on_main(prepare, args=[data, man], kwargs=kwargs)
+    paths = {s: man / f"{s}.csv" for s in ("train", "valid", "test", "audio_only")}
+    rows = {split: read_manifest(p) for split, p in paths.items()}
+    for split in ("train", "valid", "test"):
+        if not rows[split]:
+            raise ValueError(f"{paths[split]}: no usable clips in the {split} split")
+    return rows, read_prepare_report(man)
+
+
+def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
+    """Corpus, manifests, audio check and audio-only pools of a run (see the module docstring)."""
+    from slukd.data.audio import AUDIO_CHECK_NAME, check_split_audio, drop_bad_audio
+
+    out = Path(out)
+    rows, prep = _manifests(hp, out)
+    limit = hp["limit_clips"]  # smoke tests: the first N clips of each split
+    if limit:
+        rows = {k: v[: int(limit)] for k, v in rows.items()}
+    audio_only = rows.pop("audio_only")
+    rows["pool"] = [r for r in audio_only if r["ID"].startswith(POOL_PREFIX)]
+    rows["remainder"] = [r for r in audio_only if not r["ID"].startswith(POOL_PREFIX)]
+    report: dict[str, Any] = {"prepare_skipped": prep.get("skipped", {})}
+    if hp["audio_check"]:
+        path = out / AUDIO_CHECK_NAME
+        run_on_main(
+            check_split_audio,
+            args=[rows, None, path],
+            kwargs={"sample_rate": hp["sample_rate"], "max_seconds": hp["max_audio_seconds"]},
+        )
+        import json
+
+        from slukd.data.audio import AudioCheck
+
+        check = AudioCheck.from_dict(json.loads(path.read_text(encoding="utf-8"))["check"])
+        rows, skipped = drop_bad_audio(rows, None, check, hp["skip_bad"], where=str(path))
+        report.update(audio_skipped=skipped, audio_notes=check.notes)
+        for split in ("train", "valid", "test"):
+            if not rows[split]:
+                raise ValueError(f"{path}: no usable {split} clip is left after the audio check")
+    logger.info(
+        "captioning data: %s",
+        ", ".join(f"{k} {len(v)}" for k, v in rows.items()),
+    )
+    return CaptionData(rows=rows, report=report)
+
+
+def audio_only_rows(hp: dict[str, Any], data: CaptionData) -> list[dict[str, Any]]:
+    """The audio-only clips of a row (hparam ``audio_only``): none | pool | remainder | pool+remainder."""
+    choice = hp["audio_only"]
+    parts = {"none": [], "pool": ["pool"], "remainder": ["remainder"], "pool+remainder": ["pool", "remainder"]}
+    if choice not in parts:
+        raise ValueError(f"hparam audio_only must be one of {sorted(parts)}, got {choice!r}")
+    rows = [r for part in parts[choice] for r in data.rows[part]]
+    if choice != "none" and not rows:
+        raise ValueError(f"audio_only: {choice} but the corpus has no such clips ({hp['data_folder']})")
+    return rows
+
+
+def build_vocab(hp: dict[str, Any], rows: list[dict[str, Any]]):
+    """The word vocabulary of the captions in ``rows`` (the captions this row trains on, nothing else)."""
+    from slukd.data.captions import WordVocab
+
+    caps = [c for r in rows for c in r["captions"]]
+    return WordVocab.build(caps, min_count=int(hp["vocab_min_count"]), max_words=int(hp["max_caption_words"]))
