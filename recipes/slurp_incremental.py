@@ -29,6 +29,8 @@ from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process
 
 from slukd.continual import ContinualRunner, RehearsalMemory
+from slukd.continual.first_task import FirstTaskCache, code_fingerprint
+from slukd.continual.memory import memory_budget
 from slukd.continual.runner import barrier
 from slukd.data.target import ParseStats
 from slukd.distill import Teacher, TeacherTargets
@@ -39,12 +41,20 @@ from slukd.train import CompleteCheckpointer
 from slukd.train.decode import decode, decode_dataset, pooled_features, teacher_target_fn
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
-from slukd.utils.run import seed_everything
+from slukd.utils.run import seed_everything, settings_identity
 
 logger = logging.getLogger("slurp_incremental")
 
 #: hparams that cannot change results (left out of the run identity; every other resolved setting is in it).
-NOT_IDENTITY = frozenset({"task", "output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size"})
+NOT_IDENTITY = frozenset(
+    {"task", "output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size", "first_task_cache"}
+)
+#: hparams that cannot change task 1 (no memory or teacher exists yet): rows differing only in these share it.
+NOT_FIRST_TASK = frozenset(
+    {"row", "memory", "memory_per_class", "memory_fraction", "kd_mode", "enc_kd_weight", "tok_kd_weight",
+     "seq_kd_weight", "tok_kd_temperature", "pseudo_beam_size", "kd_terms", "extra_kd_terms", "later_task_epochs",
+     "valid_scope"}
+)  # fmt: skip
 
 
 class SLURPIncremental:
@@ -66,6 +76,14 @@ class SLURPIncremental:
         rows = self.data.rows[split]
         return [rows[i] for i in self.scenario.train_indices([r["scenario"] for r in rows], t)]
 
+    def valid_rows(self, t: int) -> list[dict]:
+        """Checkpoint selection data: the devel items of every scenario seen so far (``valid_scope: seen``, so the
+        epoch that forgot most is not favoured) or of task t's scenarios only (``current``)."""
+        if self.hp["valid_scope"] == "current":
+            return self.task_rows("devel", t)
+        rows = self.data.rows["devel"]
+        return [rows[i] for i in self.scenario.eval_indices([r["scenario"] for r in rows], t)]
+
     # ---------------------------------------------------------------- train one task
     def train(self, t: int, memory: RehearsalMemory | None):
         hp, tdir = self.hp, self.runner.task_dir(t)
@@ -80,7 +98,7 @@ class SLURPIncremental:
         mem_ids = memory.ids() if memory is not None else []
         by_id = {r["ID"]: r for r in self.data.rows["train"]}
         task_rows, mem_rows = self.task_rows("train", t), [by_id[i] for i in mem_ids]
-        valid_rows = self.task_rows("devel", t)
+        valid_rows = self.valid_rows(t)
         logger.info(
             "task %d/%d %s: %d training items + %d memory items, %d validation items", t + 1, self.scenario.n_tasks,
             ",".join(self.scenario.tasks[t]), len(task_rows), len(mem_rows), len(valid_rows),
@@ -134,6 +152,8 @@ class SLURPIncremental:
             "best_checkpoint": dict(best.meta),
             "epoch_s": self._epoch_seconds(tdir),
             "targets_s": targets_s,
+            "valid_scope": hp["valid_scope"],
+            "n_valid": len(valid_rows),
             "data": self.data.report,
         }
 
@@ -194,6 +214,11 @@ class SLURPIncremental:
         return {"scenarios": list(self.scenario.tasks[t]), **scores, "parse": stats.as_dict()}
 
     # ---------------------------------------------------------------- rehearsal memory
+    def load_trained(self, t: int):
+        model = self.hp["model"](vocab_size=self.tokenizer.vocab_size)
+        model.load_state_dict(torch.load(self.runner.task_dir(t) / "best_model.ckpt", map_location="cpu"))
+        return model.to(self.device)
+
     def memory_candidates(self, t: int) -> tuple[list[str], list[str]]:
         rows = self.task_rows("train", t)
         return [r["ID"] for r in rows], [r["scenario"] for r in rows]
@@ -215,17 +240,20 @@ def main(argv: list[str]) -> int:
     data.report.update(label_report(data, scenario))
 
     # rehearsal memory: the budget and selection rule (filled at the end of each task)
-    memory = None
-    if hparams["memory"] != "none":
-        per_class = hparams["memory_per_class"]
-        memory = RehearsalMemory(
-            selection=hparams["memory"], per_class=per_class,
-            fraction=None if per_class is not None else hparams["memory_fraction"],
-            total_items=len(data.rows["train"]), seed=hparams["seed"],
-        )  # fmt: skip
+    memory = memory_budget(hparams["memory"], hparams["memory_per_class"], hparams["memory_fraction"],
+                           total_items=len(data.rows["train"]), seed=hparams["seed"])  # fmt: skip
+
+    # the first task is shared by the rows of a seed (no memory, no teacher yet): trained once, reused by the others
+    cache, key = None, None
+    if hparams["first_task_cache"] is not None and scenario.n_tasks > 1:
+        resolved = (out / "hparams_resolved.yaml").read_text(encoding="utf-8")
+        settings = settings_identity(resolved, NOT_IDENTITY | NOT_FIRST_TASK)
+        settings["code"] = code_fingerprint([__file__])
+        cache, key = FirstTaskCache(hparams["first_task_cache"]), FirstTaskCache.key(settings)
 
     # the continual loop
-    runner = ContinualRunner(out, scenario.n_tasks, memory, header={"row": hparams["row"], "seed": hparams["seed"]})
+    runner = ContinualRunner(out, scenario.n_tasks, memory, header={"row": hparams["row"], "seed": hparams["seed"]},
+                             first_task_cache=cache, first_task_key=key)  # fmt: skip
     strategy = SLURPIncremental(hparams, run_opts, data, tokenizer, scenario, runner)
     task = hparams["task"]
     runner.run(strategy, only_task=int(task) if task is not None else None)

@@ -199,3 +199,21 @@ class RehearsalMemory:
             raise ValueError(f"{path}: field 'classes' must map class -> list of IDs")
         mem.classes = {str(c): [str(i) for i in v] for c, v in classes.items()}
         return mem
+
+
+def memory_budget(selection: str, per_class: int | None, fraction: float | None, total_items: int, seed: int):
+    """The empty memory of a run, or None when ``selection`` is "none". Exactly one of ``per_class`` (items per
+    class) and ``fraction`` (share of the training set) must be given: a row that names a memory size (e.g. 5%)
+    must never be silently overridden by the other setting."""
+    from slukd.config import HparamValueError
+
+    if selection == "none":
+        return None
+    if (per_class is None) == (fraction is None):
+        given = "both" if per_class is not None else "neither"
+        raise HparamValueError(
+            f"memory: {given} of memory_per_class ({per_class}) and memory_fraction ({fraction}) given; set exactly "
+            "one (e.g. --memory_per_class=8 --memory_fraction=null)"
+        )
+    return RehearsalMemory(selection=selection, per_class=per_class, fraction=fraction, total_items=total_items,
+                           seed=seed)  # fmt: skip

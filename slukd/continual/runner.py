@@ -58,6 +58,9 @@ class Strategy(Protocol):
     def features(self, t: int, model: torch.nn.Module, ids: list[str]) -> torch.Tensor:
         """[N, D] features of ``ids`` for herding."""
 
+    def load_trained(self, t: int) -> torch.nn.Module:
+        """The model of a finished task t (its selected weights, from the task folder)."""
+
 
 def barrier() -> None:
     """Wait for every process (no-op without torch.distributed)."""
@@ -80,6 +83,8 @@ class ContinualRunner:
         n_tasks: number of tasks.
         memory: a fresh memory (the budget and selection rule) or None when rehearsal is off.
         header: fields copied into every step result (e.g. row and seed).
+        first_task_cache / first_task_key: share task 1 with other runs (:mod:`slukd.continual.first_task`);
+            off when None or under DDP.
     """
 
     def __init__(
@@ -88,11 +93,16 @@ class ContinualRunner:
         n_tasks: int,
         memory: RehearsalMemory | None = None,
         header: dict[str, Any] | None = None,
+        first_task_cache: Any = None,
+        first_task_key: str | None = None,
     ) -> None:
         self.out = Path(out_dir)
         self.n_tasks = int(n_tasks)
         self.fresh_memory = memory
         self.header = dict(header or {})
+        ddp = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.cache = first_task_cache if first_task_key and not ddp else None
+        self.first_task_key = first_task_key
 
     def task_dir(self, t: int) -> Path:
         return self.out / f"task{t + 1}"
@@ -146,20 +156,42 @@ class ContinualRunner:
         return summary
 
     def run_task(self, strategy: Strategy, t: int) -> None:
-        """Train, evaluate, update the memory and mark task t done."""
+        """Train, evaluate, update the memory and mark task t done (task 1 through the shared cache when set)."""
+        if t == 0 and self.cache is not None:
+            with self.cache.claim(self.first_task_key) as entry:
+                if entry is None:
+                    self._run_task(strategy, t, publish=True)
+                    return
+                meta = self.cache.restore(entry, self.task_dir(0))
+            logger.info("task 1 taken from the shared first-task cache %s (trained by %s)", entry, meta["source_run"])
+            memory = self.memory_before(0)
+            reused = {"reused": True, "cache_key": self.first_task_key, "trained_by": meta["source_run"],
+                      "train_s": meta["train_s"], "eval_s": meta["eval_s"]}  # fmt: skip
+            info = {**meta["info"], "first_task": reused}
+            self._finish(strategy, 0, strategy.load_trained(0), memory, info, 0.0, scores=meta["scores"])
+            return
+        self._run_task(strategy, t)
+
+    def _run_task(self, strategy: Strategy, t: int, publish: bool = False) -> None:
         t0 = time.perf_counter()
         self.task_dir(t).mkdir(parents=True, exist_ok=True)
         memory = self.memory_before(t)
         model, info = strategy.train(t, memory)
         train_s = time.perf_counter() - t0
         if if_main_process():
-            self._finish(strategy, t, model, memory, info, train_s)
+            self._finish(strategy, t, model, memory, info, train_s, publish=publish)
         barrier()
 
-    def _finish(self, strategy, t, model, memory, info, train_s) -> None:
+    def _finish(self, strategy, t, model, memory, info, train_s, scores=None, publish=False) -> None:
         t0 = time.perf_counter()
-        scores = strategy.evaluate(t, model)
+        if scores is None:
+            scores = strategy.evaluate(t, model)
         eval_s = time.perf_counter() - t0
+        if publish:
+            files = {f.name: f for f in self.task_dir(t).iterdir() if f.is_file() and f.name != "DONE"}
+            meta = {"scores": scores, "info": info, "train_s": train_s, "eval_s": eval_s, "source_run": str(self.out)}
+            self.cache.publish(self.first_task_key, files, meta)
+            info = {**info, "first_task": {"reused": False, "cache_key": self.first_task_key}}
         result = {
             "step": t + 1,
             "n_steps": self.n_tasks,

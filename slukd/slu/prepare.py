@@ -110,15 +110,17 @@ def prepare_corpus(hp: dict[str, Any], out: str | Path) -> SLUData:
 
 
 def prepare_tokenizer(hp: dict[str, Any], out: str | Path, data: SLUData):
-    """Train the SentencePiece tokenizer once per run on the full training text, with every intent, entity type
-    and separator as a whole token (the label inventory of all tasks is known up front)."""
+    """Train the SentencePiece tokenizer once per run on the full training text, with every separator and every
+    intent and entity type of the training and validation data as a whole token (the label inventory of all tasks
+    is known up front, as in the reference code). Test labels never shape the model: an intent or entity type seen
+    only at test time has no token, cannot be predicted and is scored as an error (and counted)."""
     from slukd.data.target import special_tokens
     from slukd.data.tokenizer import MODEL_NAME, Tokenizer, train_tokenizer
 
     tok_dir = Path(out) / "tokenizer"
     rows = data.rows
     if not (tok_dir / MODEL_NAME).is_file():
-        all_rows = rows["train"] + rows["devel"] + rows["test"]
+        all_rows = rows["train"] + rows["devel"]
         intents = sorted({r["intent"] for r in all_rows})
         types = sorted({e["type"] for r in all_rows for e in r["entities"]})
         run_on_main(
@@ -155,6 +157,10 @@ def label_report(data: SLUData, scenario: Scenario) -> dict[str, Any]:
     outside = Counter(r["scenario"] for r in rows["test"] if scenario.task_of(r["scenario"]) is None)
     train_intents = {r["intent"] for r in rows["train"]}
     unseen = Counter(r["intent"] for r in rows["test"] if r["intent"] not in train_intents)
+    known_intents = train_intents | {r["intent"] for r in rows["devel"]}
+    known_types = {e["type"] for split in ("train", "devel") for r in rows[split] for e in r["entities"]}
+    no_token = Counter(r["intent"] for r in rows["test"] if r["intent"] not in known_intents)
+    no_token_types = Counter(e["type"] for r in rows["test"] for e in r["entities"] if e["type"] not in known_types)
     if outside:
         logger.warning(
             "%d test items belong to scenarios of no task and are not scored: %s", sum(outside.values()), dict(outside)
@@ -165,7 +171,16 @@ def label_report(data: SLUData, scenario: Scenario) -> dict[str, Any]:
             sum(unseen.values()),
             dict(unseen),
         )
+    if no_token or no_token_types:
+        logger.warning(
+            "test labels absent from train and devel have no tokenizer symbol (never predictable, scored as errors): "
+            "intents %s, entity types %s",
+            dict(no_token),
+            dict(no_token_types),
+        )
     return {
         "test_outside_tasks": dict(sorted(outside.items())),
         "test_unseen_intents": dict(sorted(unseen.items())),
+        "test_intents_without_token": dict(sorted(no_token.items())),
+        "test_entity_types_without_token": dict(sorted(no_token_types.items())),
     }

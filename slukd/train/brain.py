@@ -205,6 +205,7 @@ class KDBrain(sb.Brain):
         """SpeechBrain's start (optimiser, recovery of the latest checkpoint), then drop the train-log lines of
         epochs after the recovered one, so a resumed run's ``train_log.txt`` has each epoch once."""
         super().on_fit_start()
+        self._set_lr()  # the schedule's value for the next step (the first one too, not the optimiser's base lr)
         path = Path(self.train_log_path) if self.train_log_path is not None else None
         if path is None or not path.is_file() or not sb.utils.distributed.if_main_process():
             return
