@@ -41,6 +41,7 @@ from slukd.train import CompleteCheckpointer
 from slukd.train.decode import decode, decode_dataset, pooled_features, teacher_target_fn
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
+from slukd.utils.model_io import save_model_spec
 from slukd.utils.run import seed_everything, settings_identity
 
 logger = logging.getLogger("slurp_incremental")
@@ -238,6 +239,13 @@ def main(argv: list[str]) -> int:
     tokenizer = prepare_tokenizer(hparams, out, data)
     scenario = prepare_scenario(hparams, out, data)
     data.report.update(label_report(data, scenario))
+    if if_main_process():  # how to rebuild the model (inference, export): model.yaml next to the tokenizer
+        save_model_spec(
+            out, (out / "hparams_resolved.yaml").read_text(encoding="utf-8"), vocab_size=tokenizer.vocab_size,
+            test_beam_size=hparams["test_beam_size"], max_decode_len=hparams["max_decode_len"],
+            eval_precision=hparams["eval_precision"], sample_rate=hparams["sample_rate"],
+            tasks=[list(task) for task in scenario.tasks],
+        )  # fmt: skip
 
     # rehearsal memory: the budget and selection rule (filled at the end of each task)
     memory = memory_budget(hparams["memory"], hparams["memory_per_class"], hparams["memory_fraction"],
@@ -261,4 +269,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_guard(main))
+    sys.exit(main_guard(main, doc=__doc__))

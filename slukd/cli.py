@@ -1,81 +1,100 @@
-"""The ``slukd`` command line.
+"""The ``slukd`` command line: one surface for both recipes.
 
-Each subcommand lives in the module that implements it and exposes ``cli_main(argv: list[str]) -> int``;
-this file only dispatches, so adding a subcommand never touches another module.
+    slukd train slu|captioning ROW [--key value ...]   run one row (a row name or a YAML file; recipe overrides)
+    slukd sweep slu|captioning [--rows ...] [--seeds ...] rows x seeds (x scenarios), N at a time or on SLURM
+    slukd demo                                          the main job: class-incremental SLURP-3 on built-in data
+    slukd report PATH... [--out DIR]                    results tables of finished runs (both recipes)
+    slukd understand RUN_DIR AUDIO...                   SLU predictions for audio files (intent, slots, text)
+    slukd caption RUN_DIR AUDIO...                      captions for audio files
+    slukd synth slu|scenes --out DIR                    the built-in corpora
+    slukd score slurp --gold G --pred P                 SLURP's official scoring
+    slukd bench [NAME]                                  the speed/memory benchmarks
 
-    slukd score slurp --gold G --pred P      SLURP scoring              (slukd.metrics.slurp_scorer)
-    slukd report RUN_DIR [RUN_DIR ...]       paper-style tables          (slukd.report)
-    slukd synth slu --out DIR                built-in SLU speech corpus  (slukd.data.synth_slu)
-    slukd synth scenes --out DIR             built-in captioning corpus  (slukd.data.synth_scenes)
-    slukd bench                              list the benchmarks in benchmarks/
+Each subcommand lives in the module that implements it (``cli_main(argv, prog) -> int``). A user error (bad
+settings, missing files) prints one line and exits with status 2; ``--verbose`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from slukd.version import __version__
 
-# subcommand -> (module, help); "synth" and "score" have a second level chosen by the first positional argument.
-COMMANDS: dict[str, dict[str, tuple[str, str]] | tuple[str, str]] = {
-    "score": {"slurp": ("slukd.metrics.slurp_scorer", "score SLURP-format predictions against gold jsonl")},
-    "report": ("slukd.report", "aggregate run folders into a paper-style table (mean ± std over seeds)"),
+#: command -> (module, one-line help); a dict for commands with a second level.
+COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
+    "train": ("slukd.cli_train", "run one row of a recipe (python recipes/<recipe>.py ROW.yaml works too)"),
+    "sweep": ("slukd.sweep", "rows x seeds (x scenarios) of a recipe, resumable, locally or on SLURM"),
+    "demo": ("slukd.demo", "the main job: class-incremental SLURP-3 on the built-in demo corpus"),
+    "report": ("slukd.report", "results tables of finished runs of both recipes (mean ± std over seeds)"),
+    "understand": ("slukd.inference", "SLU predictions (SLURP format) for audio files with a finished run"),
+    "caption": ("slukd.inference", "captions for audio files with a finished captioning run"),
     "synth": {
         "slu": ("slukd.data.synth_slu", "generate the built-in SLU speech corpus (SLURP schema, espeak-ng)"),
         "scenes": ("slukd.data.synth_scenes", "generate the built-in audio-captioning corpus"),
     },
-    "bench": ("slukd.bench", "list the speed/memory benchmarks and how to run them"),
+    "score": {"slurp": ("slukd.metrics.slurp_scorer", "score SLURP-format predictions against gold jsonl")},
+    "bench": ("slukd.bench", "list or run the speed/memory benchmarks"),
 }
 
 
-def _dispatch(module: str, argv: list[str], prog: str) -> int:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name == module:
-            print(f"{prog}: not available in this version ({module} is missing)", file=sys.stderr)
-            return 2
-        raise
-    return int(mod.cli_main(argv, prog=prog) or 0)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``slukd`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slukd",
         description="Knowledge distillation for class-incremental SLU (SLURP) and efficient audio captioning.",
+        epilog="Run 'slukd COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"slukd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, spec in COMMANDS.items():
         if isinstance(spec, dict):
-            p = sub.add_parser(name, help=f"{name}: " + ", ".join(spec), add_help=True)
-            p.add_argument("what", choices=sorted(spec), help=" | ".join(f"{k}: {v[1]}" for k, v in spec.items()))
-            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p = sub.add_parser(name, help=f"{name} " + " | ".join(spec), description=f"slukd {name} WHAT ...")
+            inner = p.add_subparsers(dest="what", metavar="WHAT")
+            for what, (_, text) in spec.items():
+                inner.add_parser(what, help=text, add_help=False)
         else:
-            p = sub.add_parser(name, help=spec[1], add_help=False)
-            p.add_argument("rest", nargs=argparse.REMAINDER)
+            sub.add_parser(name, help=spec[1], add_help=False)
+    return parser
+
+
+def _dispatch(module: str, argv: list[str], prog: str) -> int:
+    from slukd.utils.logging import setup_logging
+
+    setup_logging()
+    mod = importlib.import_module(module)
+    fn = mod.cli_main
+    if prog.split()[-1] in ("understand", "caption"):
+        return int(fn(argv, prog=prog, mode=prog.split()[-1]) or 0)
+    return int(fn(argv, prog=prog) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``slukd`` console script."""
+    from slukd.experiment import user_errors
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or os.environ.get("SLUKD_VERBOSE", "") not in ("", "0")
+    argv = [a for a in argv if a != "--verbose"]
+    parser = _parser()
     if not argv:
         parser.print_help()
         return 0
-    if argv[0] in COMMANDS and isinstance(COMMANDS[argv[0]], dict) and len(argv) >= 2 and argv[1] in COMMANDS[argv[0]]:
-        module, _ = COMMANDS[argv[0]][argv[1]]
-        from slukd.utils.logging import setup_logging
-
-        setup_logging()
-        return _dispatch(module, argv[2:], prog=f"slukd {argv[0]} {argv[1]}")
-    if argv[0] in COMMANDS and not isinstance(COMMANDS[argv[0]], dict):
-        module, _ = COMMANDS[argv[0]]
-        from slukd.utils.logging import setup_logging
-
-        setup_logging()
-        return _dispatch(module, argv[1:], prog=f"slukd {argv[0]}")
-    args = parser.parse_args(argv)  # prints usage / errors for anything else
-    parser.print_help()
-    return 0 if args.command is None else 2
+    head = argv[0]
+    try:
+        if head in COMMANDS and not isinstance(COMMANDS[head], dict):
+            return _dispatch(COMMANDS[head][0], argv[1:], prog=f"slukd {head}")
+        if head in COMMANDS and len(argv) >= 2 and argv[1] in COMMANDS[head]:
+            return _dispatch(COMMANDS[head][argv[1]][0], argv[2:], prog=f"slukd {head} {argv[1]}")
+        parser.parse_args(argv)  # --help, --version, or a usage error (exit 2)
+        parser.print_help()
+        return 2
+    except user_errors() as err:
+        if verbose:
+            raise
+        print(f"slukd {head}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -96,16 +96,58 @@ def start_experiment(
     return hp, run_opts
 
 
-def log_fatal(exc: BaseException) -> None:
-    """Log an exception that ends a run into the run's log (and stderr) before it propagates."""
-    logger.error("run stopped: %s: %s", type(exc).__name__, exc, exc_info=exc)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input or settings (one clear line for the user, no traceback)."""
+    from slukd.config import HparamsError
+    from slukd.continual.runner import TaskOrderError
+    from slukd.continual.scenario import ScenarioError
+    from slukd.data.audio import AudioError, BadAudioError
+    from slukd.data.slurp import SlurpFormatError
+    from slukd.resources import ResourceError
+    from slukd.slu.data import ManifestError
+    from slukd.utils.io import WriteError
+    from slukd.utils.run import IncompatibleRunError
+
+    return (HparamsError, IncompatibleRunError, TaskOrderError, ScenarioError, AudioError, BadAudioError,
+            SlurpFormatError, ManifestError, ResourceError, WriteError, FileNotFoundError, PermissionError)  # fmt: skip
 
 
-def main_guard(main_fn, argv: list[str] | None = None) -> int:  # pragma: no cover - thin wrapper
-    """Run ``main_fn(argv)``; every fatal error also goes to the run's log before it propagates."""
+def print_recipe_help(doc: str, argv: list[str]) -> None:
+    """A recipe's ``--help``: its docstring, then every hparam of the row file (when given) with its comment."""
+    from slukd.config import describe_hparams
+
+    print(doc.strip())
+    rows = [a for a in argv if not a.startswith("-")]
+    if rows and Path(rows[0]).is_file():
+        print(f"\nhparams of {rows[0]} (override with --key value; nested keys with dots):\n")
+        for key, value, comment in describe_hparams(rows[0]):
+            shown = value if not isinstance(value, (dict, list)) else "{...}" if isinstance(value, dict) else "[...]"
+            print(f"  --{key:<24} {str(shown):<28} {comment}")
+    print(
+        "\nSpeechBrain run options (--device, --precision, --debug, --noprogressbar, ...): python -c "
+        '\'import speechbrain as sb; sb.parse_arguments(["x", "--help"])\''
+    )
+
+
+def main_guard(main_fn, argv: list[str] | None = None, doc: str = "") -> int:
+    """Run a recipe's ``main_fn(argv)``. ``--help`` prints the recipe's help (with the row's hparams); a user
+    error (bad settings, data or folder) is one line on stderr and exit status 2, a traceback only with
+    ``--verbose`` (or ``SLUKD_VERBOSE=1``); every fatal error also goes to the run's log."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv or not argv:
+        print_recipe_help(doc, argv)
+        return 0 if argv else 2
+    verbose = "--verbose" in argv or os.environ.get("SLUKD_VERBOSE", "") not in ("", "0")
+    argv = [a for a in argv if a != "--verbose"]
     try:
-        return int(main_fn(list(sys.argv[1:] if argv is None else argv)) or 0)
+        return int(main_fn(argv) or 0)
+    except user_errors() as exc:
+        logger.error("run stopped: %s: %s", type(exc).__name__, exc)
+        if verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except BaseException as exc:
         if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
-            log_fatal(exc)
+            logger.error("run stopped: %s: %s", type(exc).__name__, exc, exc_info=exc)
         raise

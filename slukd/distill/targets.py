@@ -156,16 +156,29 @@ class TeacherTargets:
 
         ``compute_fn(batch) -> (hyps, emb)``: one token list per item and/or pooled embeddings [B, D] (None for a
         target that is not wanted). A batch whose items are all cached is skipped without running the teacher.
+        Two runs filling the same cache at once take turns (a file lock): the second reuses the first's work.
         """
+        import fcntl
+
         from tqdm import tqdm
 
-        computed = cached = n_batches = since_flush = 0
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(self.cache_dir / f"targets_{self.key}.lock", "a+")  # noqa: SIM115 - held for the whole pass
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # another run filling the same cache: wait, then take its work
+        try:
+            self.reload()
+            return self._ensure(batches, compute_fn, total, on_batch, progress, tqdm)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            lock.close()
+
+    def _ensure(self, batches, compute_fn, total, on_batch, progress, tqdm) -> dict[str, int]:
+        computed = n_batches = since_flush = 0
         start = time.monotonic()
         for k, batch in enumerate(tqdm(batches, total=total, desc="teacher targets", disable=not progress), 1):
             ids = batch_ids(batch)
             todo = set(self.missing(ids))
             if not todo:
-                cached += len(ids)
                 continue
             hyps, emb = compute_fn(batch)
             if self.want_hyps and (hyps is None or len(hyps) != len(ids)):
@@ -185,7 +198,6 @@ class TeacherTargets:
                 todo.discard(item)  # a duplicate ID in a batch keeps the first
                 computed += 1
                 since_flush += 1
-            cached += len(ids) - len(set(ids) & set(self.hyps if self.want_hyps else self.emb)) + 0
             n_batches += 1
             if since_flush >= self.flush_every:
                 self.flush()

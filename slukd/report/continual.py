@@ -1,4 +1,4 @@
-"""Per-run reports and the cross-run results table (``slukd report RUN_DIR...``).
+"""Per-run report of a continual (class-incremental) run: matrices, summary metrics, figures.
 
 A run folder (written by :mod:`slukd.continual.loop`) holds ``run_info.json`` (identity: row, seed, ...) and one
 ``results/step<t>.json`` per finished step ``t`` (1-based) with the test metrics of every task seen so far::
@@ -16,7 +16,6 @@ From them (always recomputed, so a rerun after a kill gives the same report):
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -42,6 +41,8 @@ ROW_ORDER = [
     "audio_seq_kd",
     "seq_tok_kd",
     "all_kd",
+    "audio_kd_random",
+    "seq_kd_random",
 ]
 
 #: (column, key, scale) of the summary table; accuracy/F1/WER shown in percent.
@@ -150,6 +151,8 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "acc_per_step": [s["seen"]["intent_acc"] for s in steps],
         "wall_s": sum(float(s.get("wall_s", 0.0)) for s in steps),
         "peak_rss_mb": max(float(s.get("peak_rss_mb", 0.0)) for s in steps),
+        "valid_scope": steps[0].get("valid_scope"),
+        "first_task_reused": bool((steps[0].get("first_task") or {}).get("reused", False)),
     }
 
 
@@ -253,137 +256,3 @@ def _run_figures(run_dir: Path, summary: dict[str, Any], acc: list[list[float | 
     fig.colorbar(im, ax=ax, fraction=0.046)
     _save_fig(fig, run_dir / "acc_matrix.png")
     plt.close(fig)
-
-
-# ---------------------------------------------------------------------------------------------------- many runs
-def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Run folders among ``paths``: a path with ``run_info.json`` or ``results/`` is a run; otherwise its
-    sub-folders are searched (so ``results/demo`` finds ``results/demo/<row>/seed<k>``)."""
-    runs: list[Path] = []
-    for p in map(Path, paths):
-        if not p.is_dir():
-            raise ReportError(f"{p}: not a folder")
-        if (p / "run_info.json").is_file() or (p / "results").is_dir():
-            runs.append(p)
-            continue
-        found = sorted({q.parent for q in p.rglob("run_info.json")})
-        if not found:
-            raise ReportError(f"{p}: no run folder (run_info.json) inside")
-        runs.extend(found)
-    return runs
-
-
-def _row_key(row: str) -> tuple[int, str]:
-    return (ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER), row)
-
-
-def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Group run summaries by row: per metric the mean and the sample standard deviation over seeds (0 for one
-    run). Returns one dict per row in paper order: ``{"row", "n", "seeds", key: (mean, std), ...}``."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for s in summaries:
-        groups.setdefault(s["row"], []).append(s)
-    out = []
-    for row in sorted(groups, key=_row_key):
-        runs = groups[row]
-        agg: dict[str, Any] = {"row": row, "n": len(runs), "seeds": [r["seed"] for r in runs]}
-        for _, k, _ in COLUMNS + [("", "last_wer", 1.0), ("", "peak_rss_mb", 1.0)]:
-            vals = [r[k] for r in runs if r[k] is not None and not (isinstance(r[k], float) and math.isnan(r[k]))]
-            if not vals:
-                agg[k] = (float("nan"), float("nan"))
-                continue
-            m = sum(vals) / len(vals)
-            sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-            agg[k] = (m, sd)
-        steps = [r["acc_per_step"] for r in runs]
-        n_steps = min(len(a) for a in steps)
-        agg["acc_per_step"] = [sum(a[i] for a in steps) / len(steps) for i in range(n_steps)]
-        out.append(agg)
-    return out
-
-
-def format_table(rows: Sequence[dict[str, Any]], fmt: str = "md") -> str:
-    """The paper's table: one line per row, ``mean ± std`` over seeds (percent except wall time)."""
-    heads = ["method", "runs"] + [c for c, _, _ in COLUMNS]
-    lines = []
-    if fmt == "md":
-        lines += ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
-    else:
-        lines.append(",".join(["method", "runs"] + [f"{k}_mean,{k}_std" for _, k, _ in COLUMNS]))
-    for r in rows:
-        cells = []
-        for _, k, s in COLUMNS:
-            m, sd = r[k]
-            d = 0 if s == 1.0 else 2
-            if fmt == "md":
-                cells.append(
-                    "-" if math.isnan(m) else (f"{m * s:.{d}f} ± {sd * s:.{d}f}" if r["n"] > 1 else _fmt(m, s, d))
-                )
-            else:
-                cells.append(f"{m * s},{sd * s}")
-        sep = " | " if fmt == "md" else ","
-        line = sep.join([r["row"], str(r["n"])] + cells)
-        lines.append(f"| {line} |" if fmt == "md" else line)
-    return "\n".join(lines) + "\n"
-
-
-def _aggregate_figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for r in rows:
-        acc = r["acc_per_step"]
-        ax.plot(range(1, len(acc) + 1), [100 * a for a in acc], marker="o", label=f"{r['row']} (n={r['n']})")
-    ax.set_xlabel("step (task)")
-    ax.set_ylabel("intent accuracy on seen tasks (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
-    _save_fig(fig, path)
-    plt.close(fig)
-
-
-def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> str:
-    """Summarise every run under ``paths``, write per-run reports, and return the Markdown table. With ``out_dir``
-    also write ``table.md``, ``table.csv`` and ``acc_per_step.png`` there. Incomplete runs are reported (with a
-    warning) so partial results stay visible; runs without any finished task are left out and counted in a warning."""
-    summaries = []
-    not_started = []
-    for run in find_runs(paths):
-        if not any((Path(run) / "results").glob("step*.json")):
-            not_started.append(run)  # a run still in its first task (or never started): nothing to report yet
-            continue
-        s = write_run_report(run, figures=True)
-        if not s["complete"]:
-            logger.warning("%s: only %d of %d steps finished", run, s["steps_done"], s["n_steps"])
-        summaries.append(s)
-    if not_started:
-        logger.warning(
-            "%d run(s) without a finished task left out: %s", len(not_started), ", ".join(map(str, not_started))
-        )
-    if not summaries:
-        raise ReportError(f"no run with a finished task under {', '.join(map(str, paths))}")
-    rows = aggregate(summaries)
-    table = format_table(rows, "md")
-    if out_dir is not None:
-        out = Path(out_dir)
-        atomic_write_text(out / "table.md", table)
-        atomic_write_text(out / "table.csv", format_table(rows, "csv"))
-        _aggregate_figure(rows, out / "acc_per_step.png")
-    return table
-
-
-def cli_main(argv: list[str], prog: str = "slukd report") -> int:
-    """``slukd report RUN_DIR... [--out DIR]``: print the paper-style table (mean ± std over seeds)."""
-    p = argparse.ArgumentParser(prog=prog, description="Aggregate run folders into the paper's table.")
-    p.add_argument("runs", nargs="+", help="run folders, or folders containing run folders")
-    p.add_argument("--out", default=None, help="also write table.md, table.csv and acc_per_step.png here")
-    args = p.parse_args(argv)
-    try:
-        print(report_runs(args.runs, args.out), end="")
-    except ReportError as err:
-        print(f"{prog}: {err}")
-        return 1
-    return 0

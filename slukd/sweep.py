@@ -1,0 +1,316 @@
+"""``slukd sweep``: rows x seeds (x scenarios) of a recipe, N at a time, resumable, then the report.
+
+    slukd sweep slu --rows finetune rehearsal_herding seq_kd joint --seeds 0 1 2 --splits slurp3 slurp6 --jobs 2
+    slukd sweep captioning --seeds 0 1 2 --jobs 2 -- --device cuda
+    slukd sweep slu --executor slurm --per_task --slurm_partition gpu --timeout_min 240 --gpus 1 ...
+
+Every run is one recipe process (``python recipes/<recipe>.py ROW.yaml --output_folder ... [overrides]``). Layout:
+SLU ``<out>/<split>/<row>/seed<k>`` (the joint row, one task with everything: ``<out>/joint/seed<k>``); captioning
+``<out>/seed<k>/<row>``, the students distilling ``<out>/seed<teacher_seed>/teacher``. A finished run is skipped, an
+unfinished one resumes; a rerun of the same command continues where it stopped. Declared dependencies are honoured
+(captioning students run after their teacher; with ``--per_task`` the tasks of a continual run are a chain of jobs).
+Continual rows share their first task through the recipe's first-task cache, so one producer row per (split, seed)
+is scheduled first. Runs go to a local pool (``--executor local``: ``--jobs`` processes with ``--threads`` torch
+threads each) or to submitit (``--executor slurm`` on a SLURM cluster, ``submitit-local`` to try it on one machine).
+The report (``slukd report``) is written to ``<out>`` (SLU: ``<out>/<split>`` per scenario) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slukd.resources import hparams_dir, list_rows, recipe_path, resolve_row
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Run", "plan_slu", "plan_captioning", "run_local", "run_submitit", "cli_main"]
+
+TASKS_OF_SPLIT = {"slurp3": 3, "slurp6": 6, "joint": 1}
+
+
+@dataclass
+class Run:
+    """One recipe run of a sweep."""
+
+    name: str
+    recipe: str
+    row_file: Path
+    out: Path
+    args: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    n_tasks: int = 1
+
+    def command(self, task: int | None = None) -> list[str]:
+        cmd = [sys.executable, str(recipe_path(self.recipe)), str(self.row_file), *self.args,
+               f"--output_folder={self.out}"]  # fmt: skip
+        return cmd + ([f"--task={task}"] if task is not None else [])
+
+    def finished(self) -> bool:
+        """Whether the run folder holds a finished run (captioning: results.json; SLU: every task DONE)."""
+        if self.recipe == "captioning":
+            return (self.out / "results.json").is_file()
+        scen = self.out / "scenario.json"
+        if not scen.is_file():
+            return False
+        import json
+
+        n = len(json.loads(scen.read_text(encoding="utf-8"))["tasks"])
+        return all((self.out / f"task{k}" / "DONE").is_file() for k in range(1, n + 1))
+
+
+def _overrides(pairs: list[str], extra: list[str]) -> list[str]:
+    out = []
+    for p in pairs:
+        if "=" not in p:
+            raise ValueError(f"--set expects KEY=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out.append(f"--{k}={v}")
+    return out + list(extra)
+
+
+def plan_slu(rows: list[str], seeds: list[int], splits: list[str], out: Path, args: list[str],
+             hp_dir: str | None = None) -> list[Run]:  # fmt: skip
+    """Runs of a continual sweep: the joint row once per seed, every other row per (split, seed). Order: for each
+    (split, seed) one row first (it trains the shared first task), then the joint runs, then the rest."""
+    producers, joints, others = [], [], []
+    for seed in seeds:
+        if "joint" in rows:
+            f = resolve_row("slu", "joint", hp_dir)
+            joints.append(Run(f"joint/seed{seed}", "slu", f, out / "joint" / f"seed{seed}", [*args, f"--seed={seed}"]))
+        for split in splits:
+            first = True
+            for row in rows:
+                if row == "joint":
+                    continue
+                f = resolve_row("slu", row, hp_dir)
+                run_args = [*args, f"--seed={seed}", f"--split={split}"]
+                run = Run(f"{split}/{row}/seed{seed}", "slu", f, out / split / row / f"seed{seed}", run_args,
+                          n_tasks=TASKS_OF_SPLIT.get(split, 1))  # fmt: skip
+                (producers if first else others).append(run)
+                first = False
+    return producers + joints + others
+
+
+def plan_captioning(rows: list[str], seeds: list[int], out: Path, args: list[str], teacher_seed: int = 0,
+                    hp_dir: str | None = None) -> list[Run]:  # fmt: skip
+    """Runs of a captioning sweep: the teacher (seed ``teacher_seed``) first, then every student row per seed,
+    after the teacher."""
+    from slukd.config import load_hparams
+
+    teacher_out = out / f"seed{teacher_seed}" / "teacher"
+    runs, teacher_name = [], None
+    for row in rows:
+        f = resolve_row("captioning", row, hp_dir)
+        role = load_hparams(f, validate=False)[0]["role"]
+        if role == "teacher":
+            teacher_name = f"seed{teacher_seed}/{row}"
+            runs.insert(0, Run(teacher_name, "captioning", f, teacher_out, [*args, f"--seed={teacher_seed}"]))
+    for seed in seeds:
+        for row in rows:
+            f = resolve_row("captioning", row, hp_dir)
+            if teacher_name is not None and f"seed{teacher_seed}/{row}" == teacher_name:
+                continue
+            run_args = [*args, f"--seed={seed}", f"--teacher_folder={teacher_out}", f"--teacher_seed={teacher_seed}"]
+            runs.append(Run(f"seed{seed}/{row}", "captioning", f, out / f"seed{seed}" / row, run_args,
+                            after=[teacher_name] if teacher_name else []))  # fmt: skip
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------- executors
+def _env(threads: int) -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
+def run_local(
+    plan: list[Run], jobs: int = 2, threads: int | None = None, log_dir: Path | None = None
+) -> dict[str, int]:
+    """Run the plan with ``jobs`` processes at a time; returns {run name: exit code} (0 also for skipped runs;
+    a run whose dependency failed gets -1 and is not started)."""
+    jobs = max(1, jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    status: dict[str, int] = {}
+    pending = [r for r in plan]
+    running: dict[str, tuple[subprocess.Popen, float, Any]] = {}
+    for r in pending[:]:
+        if r.finished():
+            logger.info("sweep: %s finished earlier: skipped", r.name)
+            status[r.name] = 0
+            pending.remove(r)
+    while pending or running:
+        for r in pending[:]:
+            if len(running) >= jobs:
+                break
+            if any(status.get(a, 0) != 0 for a in r.after if a in status):
+                status[r.name] = -1
+                pending.remove(r)
+                logger.error("sweep: %s not started: a run it needs failed (%s)", r.name, ", ".join(r.after))
+                continue
+            if any(a not in status for a in r.after):
+                continue
+            log = None
+            if log_dir is not None:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                log = open(log_dir / (r.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115 - closed below
+            logger.info("sweep: start %s (%d thread(s))", r.name, threads)
+            proc = subprocess.Popen(r.command(), env=_env(threads), stdout=log or subprocess.DEVNULL,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+            running[r.name] = (proc, time.perf_counter(), log)
+            pending.remove(r)
+        time.sleep(0.5)
+        for name, (proc, t0, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            status[name] = proc.returncode
+            if log is not None:
+                log.close()
+            del running[name]
+            level = logging.INFO if proc.returncode == 0 else logging.ERROR
+            logger.log(level, "sweep: %s %s after %.0f s", name,
+                       "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})",
+                       time.perf_counter() - t0)  # fmt: skip
+    return status
+
+
+def _job(cmd: list[str], threads: int) -> int:
+    """A submitit job: run one recipe command (or one task of it)."""
+    return subprocess.run(cmd, env=_env(threads), check=True).returncode
+
+
+def run_submitit(plan: list[Run], folder: Path, cluster: str = "slurm", per_task: bool = False, threads: int = 1,
+                 params: dict[str, Any] | None = None, wait: bool = True) -> dict[str, int]:  # fmt: skip
+    """Submit the plan through submitit: one job per run, or with ``per_task`` one job per task of a continual
+    run, chained. On SLURM, dependencies are job dependencies (afterok), so everything is submitted at once; with
+    ``cluster="local"`` (submitit's local executor, for trying a sweep) a job is submitted when its dependencies
+    are done."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    executor.update_parameters(**(params or {}))
+    jobs: dict[str, Any] = {}
+    status: dict[str, int] = {}
+
+    def submit(name: str, cmd: list[str], deps: list[Any]):
+        if cluster == "slurm" and deps:
+            dep = ":".join(str(j.job_id) for j in deps)
+            executor.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{dep}"})
+        for d in deps if cluster != "slurm" else []:
+            d.result()  # local: run after the dependency
+        job = executor.submit(_job, cmd, threads)
+        if cluster == "slurm":
+            executor.update_parameters(slurm_additional_parameters={})
+        logger.info("sweep: submitted %s as job %s", name, job.job_id)
+        return job
+
+    for r in plan:
+        if r.finished():
+            status[r.name] = 0
+            continue
+        deps = [jobs[a] for a in r.after if a in jobs]
+        if per_task and r.recipe == "slu" and r.n_tasks > 1:
+            last = None
+            for k in range(1, r.n_tasks + 1):
+                last = submit(f"{r.name} task {k}", r.command(task=k), deps + ([last] if last else []))
+            jobs[r.name] = last
+        else:
+            jobs[r.name] = submit(r.name, r.command(), deps)
+    if not wait:
+        return {**status, **{n: 0 for n in jobs}}
+    for name, job in jobs.items():
+        try:
+            job.result()
+            status[name] = 0
+        except Exception as err:  # a failed job: its stderr is in submitit's folder
+            logger.error("sweep: %s failed: %s", name, str(err).splitlines()[-1] if str(err) else err)
+            status[name] = 1
+    return status
+
+
+# ---------------------------------------------------------------------------------------------------- reports
+def write_reports(recipe: str, out: Path, splits: list[str]) -> str:
+    """Report of the sweep folder (SLU: one per scenario, with the joint runs); returns the Markdown."""
+    from slukd.report import ReportError, report_runs
+
+    texts = []
+    groups = [(out / s, [out / s] + ([out / "joint"] if (out / "joint").is_dir() else [])) for s in splits]
+    if recipe == "captioning" or not splits:
+        groups = [(out, [out])]
+    for dest, paths in groups:
+        paths = [p for p in paths if p.is_dir()]
+        if not paths:
+            continue
+        try:
+            text = report_runs(paths, out_dir=dest)
+        except ReportError as err:
+            logger.warning("report of %s: %s", dest, err)
+            continue
+        texts.append((f"# {dest.name}\n\n" if recipe == "slu" else "") + text)
+    return "\n".join(texts)
+
+
+def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                epilog="Arguments after -- are passed to every run as recipe overrides.")  # fmt: skip
+    p.add_argument("recipe", choices=["slu", "captioning"])
+    p.add_argument("--rows", nargs="+", default=None, help="row names (default: every row file)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--splits", nargs="+", default=["slurp3"], help="SLU scenarios: slurp3 slurp6")
+    p.add_argument("--teacher_seed", type=int, default=0, help="captioning: the seed of the teacher every student uses")
+    p.add_argument("--out", default=None, help="sweep folder (default results/sweep_<recipe>)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides for every run")
+    p.add_argument("--hparams_dir", default=None, help="folder of row files (default: the shipped ones)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (local executor)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
+    p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local")
+    p.add_argument("--per_task", action="store_true", help="submitit: one job per task of a continual run")
+    p.add_argument("--slurm_partition", default=None)
+    p.add_argument("--timeout_min", type=int, default=240)
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per job (submitit)")
+    p.add_argument("--cpus", type=int, default=4, help="CPUs per job (submitit)")
+    p.add_argument("--no_wait", action="store_true", help="slurm: submit and exit (report later with slukd report)")
+    p.add_argument("--dry_run", action="store_true", help="print the plan and exit")
+    args = p.parse_args(argv)
+    rows = args.rows or list_rows(args.recipe, args.hparams_dir)
+    hparams_dir(args.recipe, args.hparams_dir)  # a clear error for a bad folder
+    out = Path(args.out or f"results/sweep_{args.recipe}").resolve()
+    overrides = _overrides(args.set, extra)
+    if args.recipe == "slu":
+        plan = plan_slu(rows, args.seeds, args.splits, out, overrides, args.hparams_dir)
+    else:
+        plan = plan_captioning(rows, args.seeds, out, overrides, args.teacher_seed, args.hparams_dir)
+    if args.dry_run:
+        for r in plan:
+            state = "finished" if r.finished() else "to run"
+            after = f" (after {', '.join(r.after)})" if r.after else ""
+            print(f"{r.name}: {state}{after}\n  {' '.join(r.command())}")
+        return 0
+    t0 = time.perf_counter()
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    if args.executor == "local":
+        status = run_local(plan, args.jobs, threads, log_dir=out / "logs")
+    else:
+        params: dict[str, Any] = {"timeout_min": args.timeout_min, "cpus_per_task": args.cpus}
+        if args.executor == "slurm":
+            params.update(slurm_partition=args.slurm_partition, gpus_per_node=args.gpus)
+        cluster = "slurm" if args.executor == "slurm" else "local"
+        status = run_submitit(plan, out / "submitit", cluster, args.per_task, threads, params, wait=not args.no_wait)
+        if args.no_wait:
+            print(f"submitted {len(plan)} run(s); report later: slukd report {out}")
+            return 0
+    failed = [n for n, rc in status.items() if rc != 0]
+    print(write_reports(args.recipe, out, args.splits if args.recipe == "slu" else []))
+    print(f"{len(plan)} run(s), {len(failed)} failed, {time.perf_counter() - t0:.0f} s; results in {out}")
+    for n in failed:
+        print(f"{prog}: {n} failed; its log: {out / 'logs' / (n.replace('/', '__') + '.log')}", file=sys.stderr)
+    return 1 if failed else 0
