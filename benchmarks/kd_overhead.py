@@ -80,7 +80,7 @@ def random_batch(args: argparse.Namespace, gen: torch.Generator) -> dict[str, to
 def make_step(method: str, student: Seq2Seq, teacher: Teacher, args: argparse.Namespace) -> Callable[[dict], float]:
     """A closure running one optimisation step of ``method`` on a batch; returns the loss."""
     d_s, d_t = student.encoder_dim, teacher.module.encoder_dim
-    mse = EncoderMSE(d_s, d_t, proj_dim=None if d_s == d_t else args.proj_dim)
+    mse = EncoderMSE(d_s, d_t)  # the student mapped into the teacher space (identity when the dims agree)
     con = EncoderContrastive(d_s, d_t, proj_dim=args.proj_dim)
     tok = TokenKL(temperature=2.0)
     terms = {

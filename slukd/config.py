@@ -173,8 +173,9 @@ def _merge(dst: CommentedMap, src: Mapping, where: str, known_in: str, prefix: s
         full = f"{prefix}{key}"
         if key not in dst:
             close = difflib.get_close_matches(str(key), [str(k) for k in dst], n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UnknownHparamError(f"{where}: no hparam {full!r} in {known_in}{hint}")
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(map(str, dst))}"
+            what = f"command-line override --{full}" if where == "command-line override" else f"{where}: key {full!r}"
+            raise UnknownHparamError(f"{what}: no hparam {full!r} in {known_in}{hint}")
         old = dst[key]
         same_class = _tag(value) is None or _tag(value) == _tag(old)
         if isinstance(value, Mapping) and isinstance(old, Mapping) and same_class:
@@ -304,8 +305,13 @@ def strip_comments(node: Any) -> Any:
         out_seq = CommentedSeq(strip_comments(v) for v in node)
         if _tag(node):
             out_seq.yaml_set_ctag(tag)
-        if getattr(node, "fa", None) is not None and node.fa.flow_style():
+        # a flow sequence of mappings is written in block style: ruamel writes a one-key tagged flow mapping inside
+        # a flow sequence as a bare pair, which reads back as another structure
+        nested = any(isinstance(v, Mapping) for v in node)
+        if getattr(node, "fa", None) is not None and node.fa.flow_style() and not nested:
             out_seq.fa.set_flow_style()
+        else:
+            out_seq.fa.set_block_style()
         return out_seq
     return node
 

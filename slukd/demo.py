@@ -47,11 +47,13 @@ def cli_main(argv: list[str] | None = None, prog: str = "slukd demo") -> int:
     setup_logging()
     out, data = Path(args.out).resolve(), Path(args.data).resolve()
     t_start = time.perf_counter()
+    settings = {**DEMO_OVERRIDES, "data_folder": str(data), "first_task_cache": str(out / "first_task_cache")}
+    for arg in _overrides(args.set, []):  # --set KEY=VALUE replaces a demo setting of the same key
+        key, value = arg[2:].split("=", 1)
+        settings[key] = value
     # the corpus is made once here, before runs start in parallel (each run would otherwise try to make it)
-    synthesize_slu_corpus(data, tier=DEMO_OVERRIDES["demo_tier"], seed=0, progress=not args.noprogressbar)
-    overrides = [f"--{k}={v}" for k, v in DEMO_OVERRIDES.items()] + [f"--data_folder={data}",
-                 f"--first_task_cache={out / 'first_task_cache'}", "--noprogressbar"]  # fmt: skip
-    overrides += _overrides(args.set, [])
+    synthesize_slu_corpus(data, tier=settings["demo_tier"], seed=0, progress=not args.noprogressbar)
+    overrides = [f"--{k}={v}" for k, v in settings.items()] + ["--noprogressbar"]
     plan = plan_slu(args.rows, args.seeds, ["slurp3"], out, overrides)
     jobs = max(1, args.jobs)
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)

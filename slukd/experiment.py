@@ -27,7 +27,7 @@ from typing import Any
 import speechbrain as sb
 import torch
 
-from slukd.config import load_hparams, row_chain
+from slukd.config import load_hparams, parse_overrides, row_chain
 from slukd.utils.logging import setup_logging
 from slukd.utils.run import record_run, settings_identity
 
@@ -73,14 +73,15 @@ def start_experiment(
     """Parse, load, set up and record a run (see the module docstring); returns (hparams, run_opts)."""
     param_file, run_opts, overrides = sb.parse_arguments(list(argv))
     base_keys = {str(k) for _, tree in row_chain(param_file) for k in tree}
-    shared = [o for o in _SHARED_OPTIONS if o in run_opts.overridden_args and o in base_keys]
-    extra = "\n".join(f"{o}: {getattr(run_opts, o)}" for o in shared)
-    overrides = "\n".join(x for x in (overrides, extra) if x)
-    hp, resolved = load_hparams(param_file, overrides)
+    tree = parse_overrides(overrides)
+    for o in _SHARED_OPTIONS:
+        if o in run_opts.overridden_args and o in base_keys:
+            tree[o] = getattr(run_opts, o)
+    hp, resolved = load_hparams(param_file, tree)
     shortened = is_shortened(run_opts)
     if shortened:
-        debug_out = str(hp["output_folder"]).rstrip("/") + "-debug"
-        hp, resolved = load_hparams(param_file, "\n".join(x for x in (overrides, f"output_folder: {debug_out}") if x))
+        tree["output_folder"] = str(hp["output_folder"]).rstrip("/") + "-debug"
+        hp, resolved = load_hparams(param_file, tree)
     run_opts = _init_ddp(run_opts)
     rank = int(os.environ.get("RANK", "0") or 0)
     out = Path(hp["output_folder"])
@@ -103,13 +104,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from slukd.continual.scenario import ScenarioError
     from slukd.data.audio import AudioError, BadAudioError
     from slukd.data.slurp import SlurpFormatError
+    from slukd.inference import InferenceError
     from slukd.resources import ResourceError
     from slukd.slu.data import ManifestError
     from slukd.utils.io import WriteError
     from slukd.utils.run import IncompatibleRunError
 
     return (HparamsError, IncompatibleRunError, TaskOrderError, ScenarioError, AudioError, BadAudioError,
-            SlurpFormatError, ManifestError, ResourceError, WriteError, FileNotFoundError, PermissionError)  # fmt: skip
+            SlurpFormatError, ManifestError, ResourceError, WriteError, InferenceError, FileNotFoundError,
+            PermissionError)  # fmt: skip
 
 
 def print_recipe_help(doc: str, argv: list[str]) -> None:

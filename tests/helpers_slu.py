@@ -16,6 +16,22 @@ REPO = Path(__file__).resolve().parent.parent
 HP = REPO / "hparams" / "slurp_incremental"
 RECIPE = REPO / "recipes" / "slurp_incremental.py"
 
+
+def recipe_module(name: str):
+    """The recipe ``recipes/<name>.py`` imported as a module (its ``main(argv)`` runs one row in-process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main(argv: list[str]) -> int:
+    """``recipes/slurp_incremental.py`` in-process (errors propagate, as the tests expect)."""
+    return recipe_module("slurp_incremental").main(list(argv))
+
+
 SENTENCES = {
     ("email", "sendemail"): ("send an email to {x}", "person", ["bob", "anna", "tom"]),
     ("qa", "factoid"): ("who is {x}", "person", ["bob", "anna", "tom"]),
@@ -41,9 +57,11 @@ TINY = [
     "--test_beam_size=2",
     "--pseudo_beam_size=2",
     "--memory_per_class=2",
+    "--memory_fraction=null",
     "--precision=fp32",
     "--eval_precision=fp32",
     "--noprogressbar",
+    "--first_task_cache=null",
 ]
 
 #: result fields that measure time or memory (differ between two otherwise identical runs)

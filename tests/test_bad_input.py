@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from slukd.continual.loop import UnknownHparamError, load_hparams, main
+from slukd.config import UnknownHparamError, load_hparams
+from tests.helpers_slu import main
 from slukd.data.audio import AudioError, AudioStats, check_audio_files, load_audio
 from slukd.data.slurp import SlurpFormatError, prepare_slurp_with_report, read_manifest
 from slukd.slu.data import BadAudioError, ManifestError, read_manifest_checked
@@ -168,7 +169,8 @@ def test_recipe_skips_and_counts_bad_input_then_refuses_an_incompatible_rerun(tm
     assert step["seen"]["n"] == 5  # 4 scenarios x 1 + the untrained intent; the music item is not scored
     # another setting in the same output folder: refused before anything is touched
     mtime = (out / "results" / "step2.json").stat().st_mtime_ns
-    with pytest.raises(IncompatibleRunError, match="hparams"):
+    # names the settings, old and new values
+    with pytest.raises(IncompatibleRunError, match=r"lr: 0\.001 -> 0\.5; opt_class\.lr: 0\.001 -> 0\.5"):
         main([*argv, "--lr=0.5"])
     assert (out / "results" / "step2.json").stat().st_mtime_ns == mtime
 

@@ -196,21 +196,36 @@ def test_word_vocab_roundtrip(tmp_path):
         WordVocab.load(tmp_path / "bad.json")
 
 
-def test_clip_loading_resamples_downmixes_and_names_bad_files(tmp_path):
-    from slukd.captioning.data import collate
+def test_clip_datasets_resample_downmix_choose_captions_and_name_bad_files(tmp_path):
+    from speechbrain.dataio.batch import PaddedBatch
+
+    from slukd.captioning.data import EpochClock, audio_dataset, caption_dataset, choose_caption
     from slukd.data.audio import AudioError
+    from slukd.data.captions import WordVocab
 
     t = np.arange(44100) / 44100
     stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], axis=1).astype(np.float32) * 0.5
     sf.write(tmp_path / "a.wav", stereo, 44100)
     sf.write(tmp_path / "b.flac", (np.sin(2 * np.pi * 220 * np.arange(8000) / 16000) * 0.3).astype(np.float32), 16000)
     rows = [
-        {"ID": "a", "wav": str(tmp_path / "a.wav"), "captions": ["x"]},
-        {"ID": "b", "wav": str(tmp_path / "b.flac"), "captions": []},
+        {"ID": "a", "wav": str(tmp_path / "a.wav"), "duration": 1.0, "captions": ["a dog barks", "a loud dog"]},
+        {"ID": "b", "wav": str(tmp_path / "b.flac"), "duration": 0.5, "captions": ["rain falls"]},
     ]
-    batch = collate(rows, sample_rate=16000)
-    assert batch.wavs.shape == (2, 16000)  # 1 s at 44.1 kHz -> 16,000 samples, mono
-    assert batch.wav_lens.tolist() == [1.0, 0.5]
+    vocab = WordVocab.build([c for r in rows for c in r["captions"]])
+    clock = EpochClock(seed=3)
+    ds = caption_dataset(rows, vocab, clock)
+    batch = PaddedBatch([ds[0], ds[1]])
+    assert batch.sig.data.shape == (2, 16000)  # 1 s at 44.1 kHz -> 16,000 samples, mono
+    assert batch.sig.lengths.tolist() == [1.0, 0.5]
+    for epoch in range(4):  # the target is the epoch's chosen reference, a function of (seed, epoch, clip)
+        clock.epoch = epoch
+        item = ds[0]
+        cap = choose_caption("a", rows[0]["captions"], 3, epoch)
+        assert item["tokens"].tolist() == vocab.encode(cap, add_eos=False)
+        assert item["tokens_bos"][0] == vocab.bos_id and item["tokens_eos"][-1] == vocab.eos_id
+    assert {choose_caption("a", rows[0]["captions"], 3, e) for e in range(20)} == set(rows[0]["captions"])
     (tmp_path / "c.wav").write_bytes(b"not audio at all")
     with pytest.raises(AudioError, match="c.wav"):
-        collate([{"ID": "c", "wav": str(tmp_path / "c.wav"), "captions": []}])
+        audio_dataset([{"ID": "c", "wav": str(tmp_path / "c.wav"), "duration": 1.0, "captions": []}])[0]
+    with pytest.raises(ValueError, match="clip b has no caption"):
+        choose_caption("b", [], 0, 0)

@@ -1,148 +1,159 @@
-"""The captioning recipe on the tiny scenes tier: teacher and KD student rows, resume, errors, exact resumption."""
+"""The captioning recipe on the tiny scenes tier (tests/hparams/captioning_tiny.yaml under the real row files):
+teacher and KD student rows, audio-only pools, the run identity, errors, resumption after kill -9."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from slukd.captioning.data import iterate_batches
-from slukd.captioning.models import build_model
-from slukd.captioning.report import write_report
-from slukd.captioning.run import load_config, prepare_data, run
-from slukd.captioning.train import CaptionTrainer
-from slukd.data.captions import WordVocab
+from slukd.config import load_hparams
 from slukd.utils.run import IncompatibleRunError
+from tests.helpers_slu import recipe_module
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = REPO / "hparams/captioning_kd/tiny_smoke.yaml"
+HP = REPO / "hparams" / "captioning_kd"
+TINY = REPO / "tests" / "hparams" / "captioning_tiny.yaml"
 
 
-def _cfg(tmp: Path, *extra: str) -> dict:
-    return load_config(
-        SMOKE,
-        [f"--data_folder={tmp / 'data'}", f"--teacher_folder={tmp / 'teacher'}", f"--output_folder={tmp / 'teacher'}"]
-        + list(extra),
-    )
+def cap_argv(row: str, tmp: Path, out: str, *extra: str) -> list[str]:
+    """Recipe arguments of a row on the tiny base (one epoch; ``extra`` ``--key=value`` options replace these)."""
+    base = [f"--base={TINY}", f"--data_folder={tmp / 'data'}", f"--output_folder={tmp / out}",
+            f"--teacher_folder={tmp / 'teacher'}", "--number_of_epochs=1", "--noprogressbar"]  # fmt: skip
+    keys = {e.split("=")[0] for e in extra}
+    return [str(HP / f"{row}.yaml"), *[a for a in base if a.split("=")[0] not in keys], *extra]
+
+
+def run(argv: list[str]) -> int:
+    return recipe_module("captioning_kd").main(argv)
 
 
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cap")
-    res = run(_cfg(tmp))
-    return tmp, res
+    assert run(cap_argv("teacher", tmp, "teacher", "--number_of_epochs=2")) == 0
+    return tmp
 
 
-def test_every_row_yaml_loads():
-    for path in sorted((REPO / "hparams/captioning_kd").glob("*.yaml")):
-        if path.name.endswith("_base.yaml"):
-            continue
-        cfg = load_config(path)
-        assert cfg["role"] in ("teacher", "student"), path
-        build_model(cfg[f"{cfg['role']}_model"], 50)
-    with pytest.raises(KeyError, match="unknown key"):
-        load_config(SMOKE, ["--train.epochz=3"])
-    assert load_config(SMOKE, ["--train.epochs", "7"])["train"]["epochs"] == 7
+def test_every_row_yaml_loads_on_both_bases():
+    for path in sorted(HP.glob("*.yaml")):
+        for base in ("base.yaml", "base_gpu.yaml"):
+            hp, _ = load_hparams(path, f"base: {base}" if not path.name.startswith("base") else None)
+            assert hp["role"] in ("teacher", "student"), path
+            assert callable(hp["model"]) and hp["audio_only"] in ("none", "pool", "remainder", "pool+remainder")
+    gpu, _ = load_hparams(HP / "student_seqkd.yaml", "base: base_gpu.yaml")
+    assert gpu["tier"] == "full" and gpu["seq_kd_weight"] == 1.0 and gpu["vocab_min_count"] == 1
 
 
 def test_teacher_row_and_rerun(teacher_run):
-    tmp, res = teacher_run
+    tmp = teacher_run
     out = tmp / "teacher"
-    assert res["role"] == "teacher" and res["steps"] == 3 and res["test"]["n"] == 8
-    for name in ("results.json", "predictions_test.jsonl", "metrics_test.json", "samples_test.md", "vocab.json"):
+    res = json.loads((out / "results.json").read_text())
+    assert res["role"] == "teacher" and res["test"]["n"] == 8 and res["eval_precision"] == "bf16"
+    for name in ("predictions_test.jsonl", "metrics_test.json", "samples_test.md", "vocab.json", "model.yaml",
+                 "model.ckpt", "train_log.txt", "hparams_resolved.yaml"):  # fmt: skip
         assert (out / name).is_file(), name
     preds = [json.loads(line) for line in (out / "predictions_test.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and all(len(p["references"]) == 5 for p in preds)
-    assert run(_cfg(tmp)) == res  # finished: the rerun reads the results
-    with pytest.raises(IncompatibleRunError, match="seed"):
-        run(_cfg(tmp, "--seed=5", f"--output_folder={out}"))
+    before = (out / "results.json").read_bytes()
+    assert run(cap_argv("teacher", tmp, "teacher", "--number_of_epochs=2")) == 0  # finished: a no-op
+    assert (out / "results.json").read_bytes() == before
+    # another setting (even one the old hand-picked identity missed) on a finished folder: refused, naming it
+    with pytest.raises(IncompatibleRunError, match=r"label_smoothing: 0\.1 -> 0\.2"):
+        run(cap_argv("teacher", tmp, "teacher", "--number_of_epochs=2", "--label_smoothing=0.2"))
+    with pytest.raises(IncompatibleRunError, match="data_folder"):
+        run(cap_argv("teacher", tmp, "teacher", "--number_of_epochs=2", f"--data_folder={tmp / 'nowhere'}"))
+    assert (out / "results.json").read_bytes() == before and "nowhere" not in (out / "run_info.json").read_text()
 
 
 def test_student_with_every_kd_term_and_audio_only(teacher_run):
-    tmp, teacher = teacher_run
-    cfg = _cfg(
-        tmp, "--row=s_all", "--role=student", f"--output_folder={tmp / 's_all'}", "--kd.seq=1", "--kd.enc=1",
-        "--kd.tok=1", "--audio_only=true",
-    )  # fmt: skip
-    res = run(cfg)
-    assert res["kd"] == "seq+tok+enc-contrastive" and res["audio_only"] and res["n_audio_only"] == 16
-    hist = json.loads((tmp / "s_all/train/history.json").read_text())
-    assert {"loss_kd_seq", "loss_kd_enc", "loss_kd_tok", "loss_ao_seq", "loss_ao_enc"} <= set(hist[0])
-    cache = list((tmp / "teacher/teacher_targets").glob("pseudo_*.json"))
-    assert len(cache) == 1 and json.loads(cache[0].read_text())["n"] == 24 + 16
-    df = write_report([tmp], tmp / "report")
-    assert set(df["row"]) == {"smoke_teacher", "s_all"}
-    assert (tmp / "report/captioning_results.md").read_text().count("\n") == 4
+    tmp = teacher_run
+    argv = cap_argv("student_seqkd_contrastive_audio", tmp, "s_all", "--tok_kd_weight=1.0")
+    assert run(argv) == 0
+    res = json.loads((tmp / "s_all/results.json").read_text())
+    assert res["kd"] == "seq+enc-contrastive+tok" and res["audio_only"] == "pool" and res["n_audio_only"] == 16
+    log = (tmp / "s_all/train_log.txt").read_text()
+    for part in ("kd_seq", "kd_enc", "kd_tok", "ao_seq", "ao_enc"):  # per-term KD losses in the training log
+        assert f"train {part}:" in log, part
+    assert "ao_tok" not in log  # token KD needs reference captions: not on audio-only clips
+    caches = list((tmp / "teacher/teacher_targets").glob("targets_*.pt"))
+    assert len(caches) == 1
+    cache = torch.load(caches[0], weights_only=False)
+    assert len(cache["hyps"]) == len(cache["emb"]) == 24 + 16  # every training clip and the pool
+    # the targets come from the teacher as it was evaluated: its beam, length limit and precision
+    assert cache["config"] == {"beam": 3, "max_len": 6, "precision": "bf16", "kind": "caption"}
+
+
+def test_data_scarce_pools_are_what_their_names_say(teacher_run):
+    """pool: clips that never had captions (the teacher never saw captions of them); remainder: the training clips
+    whose captions the row drops (the teacher saw theirs). The strict row never trains on the remainder."""
+    from slukd.data.captions import read_manifest
+
+    tmp = teacher_run
+    for pool in ("pool", "remainder"):
+        row = f"student_scarce_seqkd_mse_{pool}"
+        assert run(cap_argv(row, tmp, row, "--captioned_fraction=0.5")) == 0
+    res = {
+        p: json.loads((tmp / f"student_scarce_seqkd_mse_{p}/results.json").read_text()) for p in ("pool", "remainder")
+    }
+    assert res["pool"]["audio_only"] == "pool" and res["remainder"]["audio_only"] == "remainder"
+    assert res["pool"]["n_train"] == res["remainder"]["n_train"] == 12  # half of the 24 captioned clips
+    assert res["pool"]["n_audio_only"] == 16 and res["remainder"]["n_audio_only"] == 12
+    teacher_train = {r["ID"] for r in read_manifest(tmp / "teacher/manifests/train.csv")}
+    kept = {r["ID"] for r in read_manifest(tmp / "student_scarce_seqkd_mse_pool/manifests/train.csv")}
+    dropped = teacher_train - kept
+    assert len(dropped) == 12
+    pool_ids = {r["ID"] for r in read_manifest(tmp / "student_scarce_seqkd_mse_pool/manifests/audio_only.csv")
+                if r["ID"].startswith("audio_only_")}  # fmt: skip
+    assert pool_ids and not pool_ids & teacher_train  # the teacher never saw captions of the pool
+
+
+def test_supervised_student_builds_its_vocabulary_from_its_own_captions(teacher_run):
+    from slukd.data.captions import WordVocab, read_manifest
+
+    tmp = teacher_run
+    assert run(cap_argv("student_scarce_supervised", tmp, "sup", "--captioned_fraction=0.5")) == 0
+    vocab = WordVocab.load(tmp / "sup/vocab.json")
+    own = read_manifest(tmp / "sup/manifests/train.csv")
+    words = {w for r in own for c in r["captions"] for w in c.split()}
+    assert set(vocab.itos[4:]) <= {w.strip(".,").lower() for w in words}
 
 
 def test_student_without_teacher_is_a_clear_error(tmp_path):
-    cfg = _cfg(tmp_path, "--role=student", "--kd.seq=1", f"--teacher_folder={tmp_path / 'none'}")
+    argv = cap_argv("student_seqkd", tmp_path, "s", f"--teacher_folder={tmp_path / 'none'}")
     with pytest.raises(FileNotFoundError, match="Train the teacher row first"):
-        run(cfg)
-
-
-def test_interrupted_training_resumes_to_the_same_weights(teacher_run, tmp_path):
-    tmp, _ = teacher_run
-    cfg = _cfg(tmp)
-    rows = prepare_data(cfg, tmp_path)
-    vocab = WordVocab.load(tmp / "teacher/vocab.json")
-    hp = dict(cfg["train"], seed=0, epochs=2)
-
-    def train(stage, crash_at=None):
-        torch.manual_seed(0)
-        model = build_model(cfg["student_model"], vocab.vocab_size)
-
-        def validate(m):
-            if crash_at is not None and trainer.epoch == crash_at:
-                raise KeyboardInterrupt  # killed after the epoch's checkpoint of the previous epoch was written
-            return 0.0
-
-        trainer = CaptionTrainer(model, vocab, tmp_path / stage, hp, validate_fn=validate)
-        trainer.fit(rows["train"])
-        return model
-
-    straight = train("straight")
-    with pytest.raises(KeyboardInterrupt):
-        train("killed", crash_at=2)
-    torch.manual_seed(123)  # a restarted process has other RNG state: the checkpoint must restore it
-    resumed = train("killed")
-    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), k
-
-
-def test_batches_are_deterministic(teacher_run):
-    tmp, _ = teacher_run
-    rows = prepare_data(_cfg(tmp), tmp / "teacher")["train"]
-    a = [b.ids for b in iterate_batches(rows, 8, seed=1, epoch=3)]
-    b = [b.ids for b in iterate_batches(rows, 8, seed=1, epoch=3)]
-    c = [b.ids for b in iterate_batches(rows, 8, seed=1, epoch=4)]
-    assert a == b and a != c
+        run(argv)
 
 
 @pytest.mark.slow
 def test_recipe_killed_and_rerun_finishes_with_same_results(tmp_path):
-    """The real recipe: kill -9 during training, rerun the same command, compare with an uninterrupted run."""
-    common = [f"--data_folder={tmp_path / 'data'}", "--train.epochs=4", "--eval.meteor=false"]
+    """The real recipe: kill -9 at every phase (teacher targets, training, test decoding), rerun the same command
+    each time, compare with an uninterrupted run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, str(REPO / "recipes/captioning_kd.py"),
+                    *cap_argv("teacher", tmp_path, "teacher", "--number_of_epochs=2")], env=env, check=True,
+                   capture_output=True)  # fmt: skip
 
     def cmd(out):
-        return [sys.executable, str(REPO / "recipes/captioning_kd.py"), str(SMOKE), f"--output_folder={out}"] + common
+        return [
+            sys.executable,
+            str(REPO / "recipes/captioning_kd.py"),
+            *cap_argv("student_seqkd_contrastive_audio", tmp_path, out, "--number_of_epochs=3", "--eval_batch_size=4"),
+        ]
 
-    subprocess.run(cmd(tmp_path / "a"), check=True, cwd=REPO, capture_output=True)
-    proc = subprocess.Popen(cmd(tmp_path / "b"), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = tmp_path / "b/train/ckpt.pt"
-    deadline = time.monotonic() + 300
-    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    subprocess.run(cmd(tmp_path / "b"), check=True, cwd=REPO, capture_output=True)
+    subprocess.run(cmd("a"), env=env, check=True, capture_output=True)
+    for point in ("train:1:2", "train:1:7", "eval:1:1"):
+        res = subprocess.run(cmd("b"), env={**env, "SLUKD_DIE_AT": point}, capture_output=True, text=True)
+        assert res.returncode == -signal.SIGKILL, (point, res.stderr[-2000:])
+    subprocess.run(cmd("b"), env=env, check=True, capture_output=True)
     a = json.loads((tmp_path / "a/results.json").read_text())
     b = json.loads((tmp_path / "b/results.json").read_text())
     assert a["test"]["CIDEr_D"] == b["test"]["CIDEr_D"] and a["steps"] == b["steps"]
-    pa = (tmp_path / "a/predictions_test.jsonl").read_text()
-    assert pa == (tmp_path / "b/predictions_test.jsonl").read_text()
+    assert (tmp_path / "a/predictions_test.jsonl").read_text() == (tmp_path / "b/predictions_test.jsonl").read_text()
+    assert not list((tmp_path / "b").rglob("*.tmp"))

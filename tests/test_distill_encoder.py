@@ -82,7 +82,7 @@ def test_mse_hand_no_projection():
 
 
 def test_mse_no_item_selected_is_zero_and_backward_works():
-    m = EncoderMSE(3, 5, proj_dim=4)
+    m = EncoderMSE(3, 5)
     s = torch.randn(2, 6, 3, requires_grad=True)
     loss = m(s, torch.randn(2, 6, 5), item_weight=torch.zeros(2))
     assert loss.item() == 0.0
@@ -91,29 +91,83 @@ def test_mse_no_item_selected_is_zero_and_backward_works():
 
 
 def test_mse_projection_hand():
-    torch.manual_seed(2)
-    m = EncoderMSE(3, 5, proj_dim=4)
-    assert m.student_proj.weight.shape == (4, 3) and m.teacher_proj.weight.shape == (4, 5)
+    m = EncoderMSE(3, 5)
+    assert m.student_proj.weight.shape == (5, 3) and isinstance(m.teacher_proj, torch.nn.Identity)
+    with torch.no_grad():
+        m.student_proj.weight.copy_(torch.randn(5, 3))
+        m.student_proj.bias.copy_(torch.randn(5))
     s, t = torch.randn(2, 6, 3), torch.randn(2, 8, 5)
     sl, tl = torch.tensor([1.0, 0.5]), torch.tensor([0.75, 1.0])
     s_vec = torch.stack([s[0].mean(0), s[1, :3].mean(0)])
     t_vec = torch.stack([t[0, :6].mean(0), t[1].mean(0)])
-    ref = F.mse_loss(m.student_proj(s_vec), m.teacher_proj(t_vec))
+    ref = F.mse_loss(m.student_proj(s_vec), t_vec)  # the teacher side is the fixed target, never projected
     assert torch.allclose(m(s, t, sl, tl), ref, atol=1e-6)
 
 
-def test_mse_default_projection_and_student_only():
-    m = EncoderMSE(3, 5)  # dims differ, proj_dim None -> both projected to teacher_dim
-    assert m.proj_dim == 5 and isinstance(m.teacher_proj, torch.nn.Linear)
-    m2 = EncoderMSE(3, 5, project_teacher=False)
-    assert isinstance(m2.teacher_proj, torch.nn.Identity) and m2.student_proj.out_features == 5
-    with pytest.raises(ValueError, match="project_teacher=False"):
-        EncoderMSE(3, 5, proj_dim=4, project_teacher=False)
+def test_mse_head_starts_at_the_uninformed_prediction():
+    mean = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0])
+    m = EncoderMSE(3, 5, target_mean=mean)
+    assert torch.all(m.student_proj.weight == 0) and torch.equal(m.student_proj.bias, mean)
+    assert torch.equal(m.student_proj(torch.randn(4, 3)), mean.expand(4, 5))
+    with pytest.raises(ValueError, match="teacher's space"):
+        EncoderMSE(3, 5, proj_dim=4)
+    with pytest.raises(ValueError, match="target_mean has 2 values"):
+        EncoderMSE(3, 5, target_mean=torch.zeros(2))
+
+
+def _fit_mse(make_student, loss_fn, steps: int, lr: float = 0.05) -> tuple[float, float]:
+    """Train ``loss_fn``'s parameters (and nothing else) for ``steps`` AdamW steps with weight decay on a fixed
+    set of teacher embeddings; returns (first loss, mean of the last 20 losses)."""
+    opt = torch.optim.AdamW(loss_fn.parameters(), lr=lr, weight_decay=0.01)
+    losses = []
+    for step in range(steps):
+        s, t = make_student(step)
+        loss = loss_fn(s, t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses[0], sum(losses[-20:]) / 20
+
+
+def test_mse_noise_student_cannot_lower_the_loss_but_a_student_equal_to_the_teacher_can():
+    """The distillation target is fixed: a frozen student that outputs pure noise (no information about the
+    clip) cannot drive the MSE term down by more than a few percent, while a student equal to the teacher reaches
+    ~0. With both sides projected and trainable (the captioning paper's code) the same noise student collapses it."""
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(256, 16, generator=g) * 0.5 + torch.linspace(-2, 2, 16)  # 256 clips, a clear mean
+    batches = [torch.randint(0, 256, (32,), generator=g) for _ in range(400)]
+
+    def noise(step):
+        return torch.randn(32, 1, 24), teacher[batches[step]]
+
+    def same(step):
+        t = teacher[batches[step]]
+        return torch.cat([t, torch.zeros(32, 8)], dim=1).unsqueeze(1), t  # the teacher's features (and 8 zeros)
+
+    floor = ((teacher - teacher.mean(0)) ** 2).mean().item()  # the MSE of the best uninformed prediction
+    first, last = _fit_mse(noise, EncoderMSE(24, 16, target_mean=teacher.mean(0)), 400)
+    assert last > 0.95 * first and last > 0.9 * floor
+    _, last_same = _fit_mse(same, EncoderMSE(24, 16, target_mean=teacher.mean(0)), 400)
+    assert last_same < 0.05 * floor
+
+    class BothProjected(torch.nn.Module):  # what the fix removed: a trainable head on the teacher side too
+        def __init__(self):
+            super().__init__()
+            self.s, self.t = torch.nn.Linear(24, 16), torch.nn.Linear(16, 16)
+
+        def forward(self, s, t):
+            return F.mse_loss(self.s(s.mean(1)), self.t(t))
+
+    first_both, last_both = _fit_mse(noise, BothProjected(), 400)
+    assert last_both < 0.3 * first_both  # collapses without the student learning anything
 
 
 def test_mse_padding_invariance():
     torch.manual_seed(3)
-    m = EncoderMSE(4, 6, proj_dim=3)
+    m = EncoderMSE(4, 6)
+    with torch.no_grad():
+        m.student_proj.weight.normal_()
     s, t = torch.randn(3, 5, 4), torch.randn(3, 7, 6)
     ref = m(s, t)
     got = m(_pad(s, 4), _pad(t, 2, fill=1e6), torch.full((3,), 5 / 9), torch.full((3,), 7 / 9))
@@ -131,7 +185,7 @@ def test_mse_framewise():
 
 
 def test_mse_dimension_errors():
-    m = EncoderMSE(3, 5, proj_dim=4)
+    m = EncoderMSE(3, 5)
     with pytest.raises(ValueError, match="student_dim=3"):
         m(torch.randn(2, 4, 4), torch.randn(2, 4, 5))
     with pytest.raises(ValueError, match="batch sizes differ"):
@@ -216,3 +270,23 @@ def test_contrastive_temperature_clamped_and_learned():
     assert not list(fixed.parameters())
     with pytest.raises(ValueError, match="temperature"):
         EncoderContrastive(4, 4, temperature=5.0)
+
+
+def test_contrastive_noise_student_stays_at_chance_but_an_informed_student_does_not():
+    """InfoNCE cannot go below log B (chance) without student features that identify the clip."""
+    g = torch.Generator().manual_seed(1)
+    teacher = torch.randn(256, 16, generator=g)
+    batches = [torch.randperm(256, generator=g)[:32] for _ in range(300)]
+    chance = math.log(32)
+
+    def noise(step):
+        return torch.randn(32, 1, 24), teacher[batches[step]]
+
+    def informed(step):
+        t = teacher[batches[step]]
+        return torch.cat([t, torch.zeros(32, 8)], dim=1).unsqueeze(1), t
+
+    _, last = _fit_mse(noise, EncoderContrastive(24, 16, proj_dim=16), 300, lr=0.01)
+    assert last > 0.95 * chance
+    _, last_informed = _fit_mse(informed, EncoderContrastive(24, 16, proj_dim=16), 300, lr=0.01)
+    assert last_informed < 0.5 * chance

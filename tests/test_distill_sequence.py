@@ -1,17 +1,19 @@
-"""Sequence-level KD: the pseudo-label cache (reuse, invalidation, crash safety) and the CE targets."""
+"""Sequence-level KD: the teacher-target cache (reuse, invalidation, crash safety, concurrent runs) and the CE
+targets."""
 
-import json
 import math
+import multiprocessing as mp
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from slukd.distill import PseudoLabeler, SeqKDTargets, batch_ids, seq_targets, sequence_nll
+from slukd.distill import TeacherTargets, batch_ids, seq_targets, sequence_nll
 
 
-class CountingDecoder:
-    """A fake teacher beam search: item "u7" -> [7, 8]; records which IDs it decoded; may crash on a batch."""
+class CountingTeacher:
+    """A fake teacher: item "u7" -> hypothesis [7, 8] and embedding [7., -7.]; records which IDs it ran on; may
+    crash on a batch."""
 
     def __init__(self, crash_on_call: int | None = None):
         self.calls, self.seen, self.crash_on_call = 0, [], crash_on_call
@@ -21,7 +23,8 @@ class CountingDecoder:
         if self.crash_on_call is not None and self.calls == self.crash_on_call:
             raise RuntimeError("simulated crash")
         self.seen.extend(batch["id"])
-        return [[int(i[1:]), int(i[1:]) + 1] for i in batch["id"]]
+        n = [int(i[1:]) for i in batch["id"]]
+        return [[k, k + 1] for k in n], torch.tensor([[float(k), -float(k)] for k in n])
 
 
 def _batches(n_items=10, bs=3):
@@ -30,73 +33,91 @@ def _batches(n_items=10, bs=3):
 
 
 def test_cache_reused_after_restart(tmp_path):
-    dec = CountingDecoder()
-    pl = PseudoLabeler(dec, tmp_path, fingerprint="a" * 64, config={"beam": 3})
-    stats = pl.ensure(_batches())
-    assert stats == {"decoded": 10, "cached": 0, "batches_decoded": 4} and dec.calls == 4
-    assert pl.get(["u3", "u0"]) == [[3, 4], [0, 1]]
-    assert pl.ensure(_batches())["decoded"] == 0 and dec.calls == 4  # next epoch: no decoding
-    dec2 = CountingDecoder()
-    pl2 = PseudoLabeler(dec2, tmp_path, fingerprint="a" * 64, config={"beam": 3})  # "restart"
-    assert len(pl2) == 10 and pl2.ensure(_batches())["decoded"] == 0 and dec2.calls == 0
-    assert pl2.get([f"u{i}" for i in range(10)]) == pl.get([f"u{i}" for i in range(10)])
-    # new items only: only the batch holding them is decoded
-    assert pl2.ensure(_batches(12))["decoded"] == 2 and dec2.seen == ["u9", "u10", "u11"]
-    data = json.loads(pl2.path.read_text())
-    assert data["fingerprint"] == "a" * 64 and data["n"] == 12 and data["config"] == {"beam": 3}
+    t = CountingTeacher()
+    tt = TeacherTargets(tmp_path, "a" * 64, {"beam": 3}, hyps=True, emb=True)
+    assert tt.ensure(_batches(), t) == {"computed": 10, "batches": 4} and t.calls == 4
+    assert tt.hyps_of(["u3", "u0"]) == [[3, 4], [0, 1]]
+    assert tt.emb_of(["u2"]).tolist() == [[2.0, -2.0]]
+    assert tt.emb_mean().tolist() == [4.5, -4.5]
+    assert tt.ensure(_batches(), t)["computed"] == 0 and t.calls == 4  # next epoch: no teacher pass
+    t2 = CountingTeacher()
+    tt2 = TeacherTargets(tmp_path, "a" * 64, {"beam": 3}, hyps=True, emb=True)  # "restart"
+    assert tt2.missing([f"u{i}" for i in range(10)]) == [] and tt2.ensure(_batches(), t2)["computed"] == 0
+    assert tt2.hyps_of([f"u{i}" for i in range(10)]) == tt.hyps_of([f"u{i}" for i in range(10)])
+    # new items only: only the batch holding them runs the teacher
+    assert tt2.ensure(_batches(12), t2)["computed"] == 2 and t2.seen == ["u9", "u10", "u11"]
+    data = torch.load(tt2.path, weights_only=False)
+    assert data["fingerprint"] == "a" * 64 and len(data["hyps"]) == 12 and data["config"] == {"beam": 3}
 
 
-def test_cache_invalidated_when_teacher_or_config_changes(tmp_path):
-    PseudoLabeler(CountingDecoder(), tmp_path, fingerprint="a" * 64).ensure(_batches())
-    dec = CountingDecoder()
-    other = PseudoLabeler(dec, tmp_path, fingerprint="b" * 64)
-    assert len(other) == 0 and other.ensure(_batches())["decoded"] == 10 and dec.calls == 4
-    dec3 = CountingDecoder()
-    beam5 = PseudoLabeler(dec3, tmp_path, fingerprint="a" * 64, config={"beam": 5})
-    assert len(beam5) == 0
-    assert len({p.name for p in tmp_path.glob("pseudo_*.json")}) == 2
+def test_cache_invalidated_when_teacher_or_settings_change(tmp_path):
+    TeacherTargets(tmp_path, "a" * 64).ensure(_batches(), CountingTeacher())
+    t = CountingTeacher()
+    other = TeacherTargets(tmp_path, "b" * 64)
+    assert other.missing(["u0"]) == ["u0"] and other.ensure(_batches(), t)["computed"] == 10 and t.calls == 4
+    assert TeacherTargets(tmp_path, "a" * 64, {"beam": 5}).missing(["u0"]) == ["u0"]
+    assert TeacherTargets(tmp_path, "a" * 64, {"precision": "bf16"}).missing(["u0"]) == ["u0"]
+    assert len({p.name for p in tmp_path.glob("targets_*.pt")}) == 2
+    # wanting embeddings too: items cached with hypotheses only are computed again
+    assert TeacherTargets(tmp_path, "a" * 64, hyps=True, emb=True).missing(["u0"]) == ["u0"]
 
 
 def test_crash_keeps_flushed_work(tmp_path):
-    dec = CountingDecoder(crash_on_call=3)
-    pl = PseudoLabeler(dec, tmp_path, fingerprint="c" * 64, flush_every=2)
+    t = CountingTeacher(crash_on_call=3)
+    tt = TeacherTargets(tmp_path, "c" * 64, flush_every=2)
     with pytest.raises(RuntimeError, match="simulated"):
-        pl.ensure(_batches())
-    dec2 = CountingDecoder()
-    pl2 = PseudoLabeler(dec2, tmp_path, fingerprint="c" * 64)
-    assert len(pl2) == 6
-    assert pl2.ensure(_batches())["decoded"] == 4 and dec2.seen == ["u6", "u7", "u8", "u9"]
-    assert not list(tmp_path.glob("*.tmp"))
+        tt.ensure(_batches(), t)
+    t2 = CountingTeacher()
+    tt2 = TeacherTargets(tmp_path, "c" * 64)
+    assert len(tt2.ready_ids([f"u{i}" for i in range(10)])) == 6
+    assert tt2.ensure(_batches(), t2)["computed"] == 4 and t2.seen == ["u6", "u7", "u8", "u9"]
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_labeler_errors(tmp_path):
-    pl = PseudoLabeler(lambda b: [[1]], tmp_path, fingerprint="d" * 64)
+def _fill(path, delay_s):
+    import time
+
+    def slow(batch):
+        time.sleep(delay_s)
+        return [[1]] * len(batch["id"]), None
+
+    return TeacherTargets(path, "e" * 64, flush_every=1).ensure(_batches(6), slow)["computed"]
+
+
+def test_two_runs_filling_one_cache_take_turns(tmp_path):
+    """Two processes want the same targets: one computes them, the other waits on the lock and reuses them."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        counts = pool.starmap(_fill, [(tmp_path, 0.2), (tmp_path, 0.2)])
+    assert sorted(counts) == [0, 6]
+
+
+def test_target_cache_errors(tmp_path):
+    tt = TeacherTargets(tmp_path, "d" * 64)
     with pytest.raises(ValueError, match="1 hypotheses for a batch of 3"):
-        pl.ensure(_batches())
+        tt.ensure(_batches(), lambda b: ([[1]], None))
+    with pytest.raises(ValueError, match="no embedding row per item"):
+        TeacherTargets(tmp_path, "d" * 64, hyps=False, emb=True).ensure(_batches(), lambda b: (None, None))
     with pytest.raises(KeyError, match="'u1'"):
-        pl.get(["u1"])
-    assert pl.get(["u1"], default=None) == [None]
-    pl.path.write_text('{"labels": {"u1": [1]}, "fingerprint": "zzz"}')
+        TeacherTargets(tmp_path, "d" * 64, hyps=False, emb=True).emb_of(["u1"])
+    assert tt.hyps_of(["u1"]) == [None]
+    torch.save({"hyps": {}, "emb": {}, "fingerprint": "zzz"}, tt.path)
     with pytest.raises(ValueError, match="another teacher"):
-        pl.reload()
-    pl.path.write_text('{"labels": \n oops')
-    with pytest.raises(ValueError, match=r"pseudo_.*line 2"):
-        pl.reload()
+        tt.reload()
+    tt.path.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"targets_.*unreadable"):
+        tt.reload()
     with pytest.raises(ValueError, match="fingerprint"):
-        PseudoLabeler(None, tmp_path, fingerprint="")
-    with pytest.raises(ValueError, match="invalid label for item 'u0'"):
-        PseudoLabeler(lambda b: [object()] * 3, tmp_path / "x", fingerprint="e").ensure(_batches(3))
+        TeacherTargets(tmp_path, "")
 
 
-def test_text_labels_and_batch_id_sources(tmp_path):
-    pl = PseudoLabeler(lambda b: [f"caption of {i}" for i in b.ids], tmp_path, fingerprint="f" * 64)
-    pl.ensure([SimpleNamespace(ids=["c1", "c2"])])
-    assert PseudoLabeler(None, tmp_path, fingerprint="f" * 64).get(["c2"]) == ["caption of c2"]
+def test_batch_id_sources():
     from speechbrain.dataio.batch import PaddedBatch
 
     pb = PaddedBatch([{"id": "x1", "sig": torch.zeros(3)}, {"id": "x2", "sig": torch.zeros(2)}])
     assert batch_ids(pb) == ["x1", "x2"]
     assert batch_ids({"ids": [1, 2]}) == ["1", "2"]
+    assert batch_ids(SimpleNamespace(ids=["c1"])) == ["c1"]
     with pytest.raises(ValueError, match="item IDs"):
         batch_ids({"wav": []})
 
@@ -111,26 +132,6 @@ def test_seq_targets_layout():
     assert t.rows.tolist() == [0, 1]
     e = seq_targets([[]], bos_index=1, eos_index=2, pad_index=9)
     assert e.tokens_bos.tolist() == [[1]] and e.tokens_eos.tolist() == [[2]] and e.tokens.shape == (1, 0)
-
-
-def test_seqkd_merge_policies():
-    gold, pseudo = [[3, 3], [4], [5, 5, 5]], [None, [9, 9], None]
-    rep = SeqKDTargets("replace", 1, 2).merge(gold, pseudo)
-    assert rep["sup"].tokens.tolist() == [[3, 3, 0], [9, 9, 0], [5, 5, 5]]
-    assert rep["is_pseudo"].tolist() == [False, True, False]
-    add = SeqKDTargets("add", 1, 2).merge(gold, pseudo)
-    assert add["sup"].tokens.tolist() == [[3, 3, 0], [4, 0, 0], [5, 5, 5]]
-    assert add["seq_kd"].rows.tolist() == [1] and add["seq_kd"].tokens_eos.tolist() == [[9, 9, 2]]
-    assert "seq_kd" not in SeqKDTargets("add", 1, 2).merge(gold, [None] * 3)
-    assert SeqKDTargets("gold", 1, 2).merge(gold, pseudo)["sup"].tokens.tolist()[1] == [4, 0, 0]
-    txt = SeqKDTargets("replace", 1, 2, encode_fn=lambda s: [len(w) for w in s.split()]).merge([[3]], ["ab cde"])
-    assert txt["sup"].tokens.tolist() == [[2, 3]]
-    with pytest.raises(ValueError, match="encode_fn"):
-        SeqKDTargets("replace", 1, 2).merge([[3]], ["text"])
-    with pytest.raises(ValueError, match="batch size"):
-        SeqKDTargets("add", 1, 2).merge(gold, pseudo[:2])
-    with pytest.raises(ValueError, match="mode"):
-        SeqKDTargets("both", 1, 2)
 
 
 def test_sequence_nll_hand_and_padding():

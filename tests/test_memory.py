@@ -53,14 +53,15 @@ def test_random_selection_is_seeded():
 
 
 def test_herding_hand_case():
-    # 1-D directions in 2-D: normalised rows are unit vectors at angles 0, 90, 45, 180 degrees... chosen by hand:
-    # rows: e1, e2, (e1+e2)/sqrt2, -e1. mean mu = (e1*(1 + 1/sqrt2 - 1) + e2*(1 + 1/sqrt2)) / 4
-    #   = (0.1768, 0.4268). Step 1: the row closest to mu is (e1+e2)/sqrt2 (index 2).
-    # Step 2: candidate mean (x2 + x)/2 closest to mu: with e2 -> (0.354, 0.854); with e1 -> (0.854, 0.354);
-    #   with -e1 -> (-0.146, 0.354): distances^2 0.213, 0.459, 0.110 -> index 3.
-    f = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [-5.0, 0.0]])
+    # Normalised rows (unit vectors): a=(1,0), b=(0,1), c=(0.6,0.8), d=(0,-1), e=(-1,0); class mean mu=(0.12,0.16).
+    # Every step has a unique answer (the margins are >= 0.03, far from floating-point ties):
+    # 1: |mu - x|^2 = 1 + |mu|^2 - 2 x.mu, x.mu = a .12, b .16, c .20, d -.16, e -.12  -> c
+    # 2: |mu - (c + x)/2|^2: a .52, b .58, d .10, e .16                                 -> d
+    # 3: |mu - (c + d + x)/3|^2: a .222, b .018, e .116                                  -> b
+    # 4: |mu - (c + d + b + x)/4|^2: a .080, e .050                                      -> e, then a
+    f = torch.tensor([[2.0, 0.0], [0.0, 3.0], [3.0, 4.0], [0.0, -0.5], [-7.0, 0.0]])  # a, b, c, d, e (unnormalised)
     assert herding_order(f, 2) == [2, 3]
-    assert sorted(herding_order(f)) == [0, 1, 2, 3]
+    assert herding_order(f) == [2, 3, 1, 4, 0]
 
 
 def test_herding_picks_items_closest_to_mean():

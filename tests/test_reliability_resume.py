@@ -1,9 +1,9 @@
 """Reliability of the SLU recipe: kill -9 at several points + rerun == uninterrupted run; determinism; atomic,
 never-duplicated results.
 
-The kills use the loop's fault-injection hook (``SLUKD_DIE_AT=<phase>:<task>:<n>``, see slukd.continual.loop), so
+The kills use the loop's fault-injection hook (``SLUKD_DIE_AT=<phase>:<task>:<n>``, see slukd.utils.faults), so
 each lands at a known point: mid-training of task 1 and task 2 (after an end-of-epoch checkpoint), during test
-decoding, between the step result and the memory update, during seq-KD pseudo-labelling and while the report is
+decoding, between the step result and the memory update, during the teacher targets (seq-KD pseudo-labelling) and while the report is
 being written.
 """
 
@@ -17,7 +17,8 @@ import sys
 
 import pytest
 
-from slukd.continual.loop import main, maybe_die
+from slukd.utils.faults import maybe_die
+from tests.helpers_slu import main
 from tests.helpers_slu import RECIPE, comparable_results, make_corpus, tiny_argv, write_order
 
 #: 3 epochs per task, small evaluation batches (several test / pseudo-label batches to die in)
@@ -56,7 +57,7 @@ def test_sigkill_at_every_phase_then_rerun_equals_uninterrupted(tmp_path):
     done = _run(tiny_argv(corpus, a, order, "seq_kd", *RESUME_ARGS))
     assert done.returncode == 0, done.stderr[-3000:]
     # one folder, killed once at each point in the order they occur, rerun with the same command each time
-    points = ["train:1:3", "eval:1:1", "memory:1", "pseudo:2:1", "train:2:4", "eval:2:2", "memory:2", "report::2"]
+    points = ["train:1:3", "eval:1:1", "memory:1", "targets:2:1", "train:2:4", "eval:2:2", "memory:2", "report::2"]
     for point in points:
         res = _run(tiny_argv(corpus, b, order, "seq_kd", *RESUME_ARGS), die_at=point)
         assert res.returncode == -signal.SIGKILL, f"{point}: not killed (rc {res.returncode})\n{res.stderr[-3000:]}"

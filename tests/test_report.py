@@ -9,7 +9,6 @@ import pytest
 
 from slukd.report import (
     ReportError,
-    aggregate,
     backward_transfer,
     cli_main,
     forgetting,
@@ -20,10 +19,12 @@ from slukd.report import (
 )
 
 
-def _make_run(root, row, seed, acc_matrix, seen_acc, wer=0.2, f1=0.5):
+def _make_run(root, row, seed, acc_matrix, seen_acc, wer=0.2, f1=0.5, settings=None, shortened=False):
     run = root / row / f"seed{seed}"
     (run / "results").mkdir(parents=True)
-    (run / "run_info.json").write_text(json.dumps({"identity": {"row": row, "seed": seed}}), encoding="utf-8")
+    identity = {"row": row, "seed": seed, "settings": {"row": row, "seed": seed, "lr": 0.001, **(settings or {})},
+                "world_size": 1, "shortened": shortened}  # fmt: skip
+    (run / "run_info.json").write_text(json.dumps({"identity": identity}), encoding="utf-8")
     n = len(acc_matrix)
     for i, row_acc in enumerate(acc_matrix):
         per_task = [
@@ -38,6 +39,19 @@ def _make_run(root, row, seed, acc_matrix, seen_acc, wer=0.2, f1=0.5):
             "peak_rss_mb": 100.0,
         }
         (run / "results" / f"step{i + 1}.json").write_text(json.dumps(step), encoding="utf-8")
+    return run
+
+
+def _caption_run(root, row, seed, cider, role="student", teacher=None, settings=None):
+    run = root / f"seed{seed}" / row
+    run.mkdir(parents=True)
+    identity = {"row": row, "seed": seed, "settings": {"row": row, "seed": seed, "teacher_folder": str(teacher),
+                                                        **(settings or {})}}  # fmt: skip
+    (run / "run_info.json").write_text(json.dumps({"identity": identity}))
+    r = {"row": row, "role": role, "seed": seed, "teacher": None if teacher is None else str(teacher),
+         "params": 2_000_000, "train_minutes": 3.0,
+         "test": {"BLEU_4": 0.4, "METEOR": 0.3, "ROUGE_L": 0.5, "CIDEr_D": cider, "tokenizer": "simple"}}  # fmt: skip
+    (run / "results.json").write_text(json.dumps(r))
     return run
 
 
@@ -65,23 +79,30 @@ def test_summary_of_one_run(tmp_path):
     assert len((run / "report.csv").read_text().splitlines()) == 2
 
 
-def test_aggregate_mean_and_std_over_seeds(tmp_path):
-    runs = [
-        _make_run(tmp_path, "rehearsal_random", 0, [[0.8], [0.6, 0.7]], [0.8, 0.6]),
-        _make_run(tmp_path, "rehearsal_random", 1, [[0.6], [0.4, 0.5]], [0.6, 0.4]),
-        _make_run(tmp_path, "joint", 0, [[0.95]], [0.95]),
-    ]
-    rows = aggregate([summarise_run(r) for r in runs])
-    assert [r["row"] for r in rows] == ["joint", "rehearsal_random"]  # paper order
+def _rows(tmp_path):
+    from slukd.report.table import aggregate, find_runs, group_runs, summarise
+
+    groups, left = group_runs([summarise(r) for r in find_runs([tmp_path])])
+    return aggregate(groups), left
+
+
+def test_aggregate_mean_and_std_over_seeds_in_percent(tmp_path):
+    _make_run(tmp_path, "rehearsal_random", 0, [[0.8], [0.6, 0.7]], [0.8, 0.6])
+    _make_run(tmp_path, "rehearsal_random", 1, [[0.6], [0.4, 0.5]], [0.6, 0.4])
+    _make_run(tmp_path, "joint", 0, [[0.95]], [0.95])
+    rows, left = _rows(tmp_path)
+    assert [r["row"] for r in rows] == ["joint", "rehearsal_random"] and not left  # paper order
     reh = rows[1]
-    assert reh["n"] == 2
-    m, sd = reh["avg_acc"]  # per-run Avg Acc 0.7 and 0.5
-    assert m == pytest.approx(0.6) and sd == pytest.approx(math.sqrt(0.02))
-    assert reh["last_acc"][0] == pytest.approx(0.5)
+    assert reh["n"] == 2 and reh["seeds"] == [0, 1]
+    m, sd = reh["avg_acc"]  # per-run Avg Acc 70% and 50%
+    assert m == pytest.approx(60.0) and sd == pytest.approx(100 * math.sqrt(0.02))
+    assert reh["last_acc"][0] == pytest.approx(50.0)
     assert math.isnan(rows[0]["bwt"][0])  # joint: a single step, no BWT
-    table = format_table(rows)
-    assert "| rehearsal_random | 2 | 60.00 ± 14.14 |" in table
-    assert "| joint | 1 | 95.00 |" in table
+    table = format_table(rows, "continual")
+    assert "| rehearsal_random | 2 | 60.00 ± 14.14 |" in table and "| joint | 1 | 95.00 |" in table
+    csv = format_table(rows, "continual", "csv").splitlines()
+    assert csv[0].startswith("method,runs,seeds,avg_acc_pct_mean,avg_acc_pct_std")
+    assert csv[2].startswith("rehearsal_random,2,0 1,60.0")  # percent, like the Markdown
 
 
 def test_cli_over_parent_folder(tmp_path, capsys):
@@ -90,7 +111,37 @@ def test_cli_over_parent_folder(tmp_path, capsys):
     assert cli_main([str(tmp_path), "--out", str(tmp_path / "agg")], prog="slukd report") == 0
     out = capsys.readouterr().out
     assert "| finetune | 2 | 60.00 ± 10.61 | 40.00 ± 7.07 |" in out
-    assert (tmp_path / "agg" / "table.csv").is_file()
+    assert (tmp_path / "agg" / "table_continual.csv").is_file()
+    assert cli_main([str(tmp_path / "nowhere")], prog="slukd report") == 1
+
+
+def test_rows_never_mix_settings_or_duplicate_seeds(tmp_path, caplog):
+    _make_run(tmp_path / "a", "seq_kd", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6])
+    _make_run(tmp_path / "a", "seq_kd", 1, [[0.9], [0.4, 0.8]], [0.9, 0.6])
+    _make_run(tmp_path / "b", "seq_kd", 2, [[0.9], [0.2, 0.8]], [0.9, 0.5], settings={"lr": 0.01})
+    rows, _ = _rows(tmp_path)
+    assert sorted(r["n"] for r in rows) == [1, 2]  # the lr=0.01 run is its own row, not averaged in
+    assert any(r["label"].startswith("seq_kd [lr=") for r in rows)
+    assert "different settings (lr)" in caplog.text
+    _make_run(tmp_path / "c", "seq_kd", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6])  # same settings and seed twice
+    with pytest.raises(ReportError, match="same settings and seed 0"):
+        _rows(tmp_path)
+
+
+def test_incomplete_and_debug_runs_are_listed_apart(tmp_path):
+    _make_run(tmp_path / "a", "finetune", 0, [[0.9], [0.2, 0.8]], [0.9, 0.5])
+    part = _make_run(tmp_path / "a", "finetune", 1, [[0.9], [0.2, 0.8]], [0.9, 0.5])
+    (part / "results" / "step2.json").unlink()
+    step1 = json.loads((part / "results" / "step1.json").read_text())
+    assert step1["n_steps"] == 2
+    _make_run(tmp_path / "a", "finetune", 2, [[0.9], [0.1, 0.8]], [0.9, 0.45], shortened=True)
+    started = tmp_path / "a" / "seq_kd" / "seed0"
+    started.mkdir(parents=True)
+    (started / "run_info.json").write_text(json.dumps({"identity": {"row": "seq_kd", "seed": 0}}))
+    text = report_runs([tmp_path])
+    assert "| finetune | 1 | 70.00 |" in text  # only the complete, real run
+    assert "finetune seed 1: 1/2 tasks" in text and "finetune seed 2: shortened (--debug)" in text
+    assert "seq_kd seed 0: no task finished" in text
 
 
 def test_bad_step_file_is_named(tmp_path):
@@ -98,19 +149,26 @@ def test_bad_step_file_is_named(tmp_path):
     (run / "results" / "step1.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ReportError, match=r"step1.json: unreadable"):
         summarise_run(run)
+    with pytest.raises(ReportError, match=r"step1.json: unreadable"):
+        report_runs([tmp_path])
     empty = tmp_path / "empty"
     (empty / "results").mkdir(parents=True)
     with pytest.raises(ReportError, match="no results"):
         summarise_run(empty)
 
 
-def test_run_without_a_finished_task_is_left_out(tmp_path, caplog):
-    _make_run(tmp_path, "finetune", 0, [[0.9], [0.2, 0.8]], [0.9, 0.5])
-    started = tmp_path / "seq_kd" / "seed0"
-    started.mkdir(parents=True)
-    (started / "run_info.json").write_text("{}")
-    table = report_runs([tmp_path])
-    assert "finetune" in table and "seq_kd" not in table
-    assert "1 run(s) without a finished task left out" in caplog.text
-    with pytest.raises(ReportError, match="no run with a finished task"):
-        report_runs([started])
+def test_captioning_rows_percent_of_their_teacher_and_spread(tmp_path):
+    teacher = _caption_run(tmp_path, "teacher", 0, 1.25, role="teacher")
+    for seed, cider in enumerate([1.0, 1.1, 1.2]):
+        _caption_run(tmp_path, "student_supervised", seed, cider, teacher=teacher)
+    for seed, cider in enumerate([1.05, 1.15, 1.25]):
+        _caption_run(tmp_path, "student_seqkd", seed, cider, teacher=teacher)
+    rows, _ = _rows(tmp_path)
+    by = {r["row"]: r for r in rows}
+    assert by["student_supervised"]["CIDEr_D"] == (pytest.approx(110.0), pytest.approx(10.0))  # percent
+    assert by["student_supervised"]["vs_teacher"][0] == pytest.approx(88.0)
+    assert by["teacher"]["vs_teacher"][0] == pytest.approx(100.0)
+    text = report_runs([tmp_path], tmp_path / "out")
+    assert "| student_seqkd | 3 | 115.00 ± 10.00 | 92.00 ± 8.00 |" in text
+    assert "- student_seqkd vs student_supervised" in text  # 5 points apart, std 10: not ranked
+    assert (tmp_path / "out" / "table_captioning.md").is_file()

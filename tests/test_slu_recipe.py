@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from slukd.continual.loop import TaskOrderError, load_hparams, main
+from slukd.config import load_hparams
+from slukd.continual import TaskOrderError
+from tests.helpers_slu import main
 from tests.helpers_slu import HP, REPO, TINY, make_corpus
 from tests.helpers_slu import tone_argv as _tone_argv
 from tests.helpers_slu import write_order as _order
@@ -30,6 +32,7 @@ def test_row_files_load_and_unknown_key_fails():
         load_hparams(HP / "seq_kd.yaml", "no_such_key: 1")
     gpu, _ = load_hparams(HP / "seq_kd.yaml", "base: base_gpu.yaml")  # --base base_gpu.yaml
     assert gpu["row"] == "seq_kd" and gpu["corpus"] == "slurp" and gpu["d_model"] == 256
+    assert gpu["memory"] == "herding" and gpu["ctc_weight"] == 0.5  # from the row file and base.yaml below it
 
 
 def test_two_tasks_seq_kd_smoke_and_resume(tmp_path, tiny_corpus):
@@ -51,8 +54,10 @@ def test_two_tasks_seq_kd_smoke_and_resume(tmp_path, tiny_corpus):
     preds = (out / "task2" / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 4 and {"file", "scenario", "action", "entities"} <= set(json.loads(preds[0]))
     # seq-KD pseudo-labels of the 4 memory items (2 per scenario of task 1) were cached once
-    cache = list((out / "task2" / "pseudo").glob("pseudo_*.json"))
-    assert len(cache) == 1 and json.loads(cache[0].read_text())["n"] == 4
+    import torch
+
+    cache = list((out / "task2" / "targets").glob("targets_*.pt"))
+    assert len(cache) == 1 and len(torch.load(cache[0], weights_only=False)["hyps"]) == 4
     # a rerun is a no-op that leaves the results identical (no duplicated lines)
     before = (out / "report.csv").read_text()
     assert main(argv) == 0
@@ -109,3 +114,25 @@ def test_kill_during_task2_then_rerun_equals_uninterrupted(tmp_path):
         assert {x: v for x, v in a.items() if x not in volatile} == {x: v for x, v in b.items() if x not in volatile}
     pa, pb = ((tmp_path / r / "task2" / "predictions.jsonl").read_text() for r in ("a", "b"))
     assert pa == pb
+
+
+def test_debug_runs_never_touch_the_real_folder_and_run_options_reach_every_phase(tmp_path, tiny_corpus):
+    import torch
+
+    out = tmp_path / "run"
+    argv = [str(HP / "seq_kd.yaml"), f"--data_folder={tiny_corpus}", f"--output_folder={out}",
+            f"--order={_order(tmp_path)}", *TINY]  # fmt: skip
+    argv = [a for a in argv if not a.startswith("--eval_precision")]
+    assert main([*argv, "--debug"]) == 0  # SpeechBrain's debug mode: a few batches and epochs
+    debug = tmp_path / "run-debug"
+    assert (debug / "task2" / "DONE").is_file() and not out.exists()
+    assert json.loads((debug / "run_info.json").read_text())["identity"]["shortened"] is True
+    # a real run in the real folder trains from scratch (nothing of the debug run is taken for final)
+    assert main([*argv, "--eval_precision=bf16"]) == 0
+    info = json.loads((out / "run_info.json").read_text())["identity"]
+    assert info["shortened"] is False and info["settings"]["eval_precision"] == "bf16"
+    assert "eval_precision: bf16" in (out / "hparams_resolved.yaml").read_text()
+    # the run option reached the teacher targets (pseudo-labelling) too
+    cache = next((out / "task2" / "targets").glob("targets_*.pt"))
+    assert torch.load(cache, weights_only=False)["config"]["precision"] == "bf16"
+    assert json.loads((out / "results" / "step2.json").read_text())["valid_scope"] == "seen"

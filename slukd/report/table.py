@@ -33,9 +33,7 @@ __all__ = ["ReportError", "find_runs", "summarise", "group_runs", "aggregate", "
            "within_spread"]  # fmt: skip
 
 
-class ReportError(RuntimeError):
-    """Runs that cannot be reported together (or nothing to report)."""
-
+from slukd.report.continual import ReportError  # noqa: E402 - one error class for every report
 
 #: (column, key, unit) per kind; summaries already hold these units.
 COLUMNS = {
@@ -124,15 +122,11 @@ def _captioning_summary(run: Path, teacher_cache: dict[str, float | None]) -> tu
 
 
 def _continual_summary(run: Path) -> tuple[bool, str, dict[str, Any]]:
-    from slukd.report.continual import ReportError as RunReportError
     from slukd.report.continual import write_run_report
 
     if not any((run / "results").glob("step*.json")):
         return False, "no task finished", {}
-    try:
-        s = write_run_report(run, figures=True)
-    except RunReportError as err:
-        raise ReportError(str(err)) from err
+    s = write_run_report(run, figures=True)
     pct = {k: 100.0 * s[k] if s[k] is not None and not math.isnan(s[k]) else None
            for _, k, u in COLUMNS["continual"] if u == "%"}  # fmt: skip
     m = {**pct, "wall_s": s["wall_s"], "last_wer": 100.0 * s["last_wer"],

@@ -61,10 +61,19 @@ def config_fingerprint(config: dict[str, Any]) -> str:
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as one level of dotted keys (lists and scalars are leaves)."""
+    """Nested mappings as one level of dotted keys (lists and scalars are leaves). A tagged node
+    (``{"!new:Class": {args}}``) gives ``key: "!new:Class"`` and ``key.arg: value``."""
     if not isinstance(d, dict) or not d:
         return {prefix.rstrip("."): d} if prefix else {}
     out: dict[str, Any] = {}
+    if len(d) == 1 and str(next(iter(d))).startswith("!") and prefix:
+        tag, args = next(iter(d.items()))
+        out[prefix.rstrip(".")] = tag
+        if isinstance(args, dict):
+            out.update(flatten(args, prefix))
+        else:
+            out[f"{prefix}args"] = args
+        return out
     for k, v in d.items():
         out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
     return out
