@@ -14,12 +14,11 @@ import soundfile as sf
 import torch
 
 from slukd.config import UnknownHparamError, load_hparams
-from tests.helpers_slu import main
 from slukd.data.audio import AudioError, AudioStats, check_audio_files, load_audio
 from slukd.data.slurp import SlurpFormatError, prepare_slurp_with_report, read_manifest
 from slukd.slu.data import BadAudioError, ManifestError, read_manifest_checked
 from slukd.utils.run import IncompatibleRunError
-from tests.helpers_slu import HP, make_corpus, tiny_argv, write_order
+from tests.helpers_slu import HP, main, make_corpus, tiny_argv, write_order
 
 SR = 16000
 

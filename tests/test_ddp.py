@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_slu import main
 from slukd.utils.run import IncompatibleRunError
-from tests.helpers_slu import RECIPE, make_corpus, tiny_argv, write_order
+from tests.helpers_slu import RECIPE, main, make_corpus, tiny_argv, write_order
 
 
 def _structure(run: Path) -> dict[str, object]:

@@ -3,8 +3,8 @@ never-duplicated results.
 
 The kills use the loop's fault-injection hook (``SLUKD_DIE_AT=<phase>:<task>:<n>``, see slukd.utils.faults), so
 each lands at a known point: mid-training of task 1 and task 2 (after an end-of-epoch checkpoint), during test
-decoding, between the step result and the memory update, during the teacher targets (seq-KD pseudo-labelling) and while the report is
-being written.
+decoding, between the step result and the memory update, during the teacher targets (seq-KD pseudo-labels) and
+while the report is being written.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import sys
 import pytest
 
 from slukd.utils.faults import maybe_die
-from tests.helpers_slu import main
-from tests.helpers_slu import RECIPE, comparable_results, make_corpus, tiny_argv, write_order
+from tests.helpers_slu import RECIPE, comparable_results, main, make_corpus, tiny_argv, write_order
 
 #: 3 epochs per task, small evaluation batches (several test / pseudo-label batches to die in)
 RESUME_ARGS = ("--number_of_epochs=3", "--eval_batch_size=2")

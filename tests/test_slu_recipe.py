@@ -9,8 +9,7 @@ import pytest
 
 from slukd.config import load_hparams
 from slukd.continual import TaskOrderError
-from tests.helpers_slu import main
-from tests.helpers_slu import HP, REPO, TINY, make_corpus
+from tests.helpers_slu import HP, REPO, TINY, main, make_corpus
 from tests.helpers_slu import tone_argv as _tone_argv
 from tests.helpers_slu import write_order as _order
 
