@@ -137,18 +137,18 @@ def count_step_ops(model: Seq2Seq, enc: torch.Tensor, wav_lens: torch.Tensor, gr
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--model-size", choices=sorted(SIZES), default="small")
+    p.add_argument("--model_size", "--model-size", choices=sorted(SIZES), default="small")
     p.add_argument("--vocab", type=int, default=1000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--beam", type=int, default=5)
-    p.add_argument("--min-sec", type=float, default=2.0)
-    p.add_argument("--max-sec", type=float, default=4.0)
-    p.add_argument("--max-decode-ratio", type=float, default=1.0)
+    p.add_argument("--min_sec", "--min-sec", type=float, default=2.0)
+    p.add_argument("--max_sec", "--max-sec", type=float, default=4.0)
+    p.add_argument("--max_decode_ratio", "--max-decode-ratio", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--bf16", action="store_true", help="run both searchers under bf16 autocast")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    p.add_argument("--count-ops", action="store_true", help="print the kernels / ops of one static step")
+    p.add_argument("--count_ops", "--count-ops", action="store_true", help="print the kernels / ops of one static step")
     args = p.parse_args(argv)
 
     if args.threads:

@@ -24,7 +24,7 @@ from slukd.data.slurp import prepare_slurp_with_report  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--slurp", default=str(REPO.parent / "shared" / "slurp"))
-    ap.add_argument("--audio-corpus", default=None)
+    ap.add_argument("--audio_corpus", "--audio-corpus", default=None)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     shared = Path(os.environ.get("SLUKD_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--gold", default=str(shared / "slurp" / "test.jsonl"))
-    ap.add_argument("--pred-dir", default=str(shared / "slurp" / "predictions"))
+    ap.add_argument("--pred_dir", "--pred-dir", default=str(shared / "slurp" / "predictions"))
     ap.add_argument("--repeat", type=int, default=3, help="runs per file; the best is reported")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)

@@ -39,8 +39,8 @@ def task_times(run_dir: Path, step: int = 2) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs=2, metavar=("REHEARSAL_RUN", "KD_RUN"), help="read these run folders instead")
-    p.add_argument("--base-row", default="rehearsal_random")
-    p.add_argument("--kd-row", default="seq_kd")
+    p.add_argument("--base_row", "--base-row", default="rehearsal_random")
+    p.add_argument("--kd_row", "--kd-row", default="seq_kd")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--out", default="results/bench_kd_ratio")
     p.add_argument("--data", default="data/slu_demo")

@@ -144,19 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "results" / "bench" / "slu_learning_curve"))
     ap.add_argument("--scenarios", default=",".join(TASK1))
     ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--eval-every", type=float, default=45.0, help="seconds of training between evaluations")
-    ap.add_argument("--eval-steps", type=int, default=0, help="evaluate every N steps instead (shared-CPU runs)")
-    ap.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: --minutes decides)")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument(
+        "--eval_every", "--eval-every", type=float, default=45.0, help="seconds of training between evaluations"
+    )
+    ap.add_argument(
+        "--eval_steps", "--eval-steps", type=int, default=0, help="evaluate every N steps instead (shared-CPU runs)"
+    )
+    ap.add_argument("--max_steps", "--max-steps", type=int, default=0, help="stop after N steps (0: --minutes decides)")
+    ap.add_argument("--batch_size", "--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--ctc-weight", type=float, default=0.5)
-    ap.add_argument("--ctc-on", choices=["target", "transcript"], default="target", help="what the CTC head learns")
-    ap.add_argument("--label-smoothing", type=float, default=0.1)
-    ap.add_argument("--vocab-size", type=int, default=300)
+    ap.add_argument("--ctc_weight", "--ctc-weight", type=float, default=0.5)
+    ap.add_argument(
+        "--ctc_on", "--ctc-on", choices=["target", "transcript"], default="target", help="what the CTC head learns"
+    )
+    ap.add_argument("--label_smoothing", "--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--vocab_size", "--vocab-size", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--d-model", type=int, default=144)
-    ap.add_argument("--enc-layers", type=int, default=4)
+    ap.add_argument("--d_model", "--d-model", type=int, default=144)
+    ap.add_argument("--enc_layers", "--enc-layers", type=int, default=4)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (slow on CPUs without AMX: see the docstring)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

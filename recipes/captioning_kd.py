@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process
 
 from slukd.captioning.brain import CaptionBrain
@@ -34,12 +33,14 @@ from slukd.captioning.data import EpochClock, audio_dataset, caption_dataset, ps
 from slukd.captioning.evaluate import evaluate_split, write_outputs
 from slukd.captioning.prepare import audio_only_rows, build_vocab, prepare_captions
 from slukd.continual.runner import barrier
+from slukd.data.audio import set_audio_cache
 from slukd.data.captions import WordVocab
 from slukd.distill import Teacher, TeacherTargets
 from slukd.experiment import main_guard, start_experiment, world_size
 from slukd.models.seq2seq import count_parameters
 from slukd.train import CompleteCheckpointer
 from slukd.train.decode import teacher_target_fn
+from slukd.train.sampling import train_loader
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_json
 from slukd.utils.model_io import load_model, read_model_spec, save_model_spec
@@ -48,7 +49,9 @@ from slukd.utils.run import seed_everything
 logger = logging.getLogger("captioning_kd")
 
 #: hparams that cannot change results (left out of the run identity; every other resolved setting is in it).
-NOT_IDENTITY = frozenset({"output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size", "synth_jobs"})
+NOT_IDENTITY = frozenset(
+    {"output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size", "synth_jobs", "audio_cache_mb"}
+)
 
 
 def load_teacher(folder: Path, device: str) -> tuple[Teacher, WordVocab, dict]:
@@ -94,6 +97,7 @@ def main(argv: list[str]) -> int:
     hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/captioning_kd.py")
     out = Path(hparams["output_folder"])
     device = run_opts.device or "cpu"
+    set_audio_cache(hparams["audio_cache_mb"])
     if (out / "results.json").is_file():  # the run record was checked: same settings, finished
         results = json.loads((out / "results.json").read_text(encoding="utf-8"))
         logger.info("%s is finished (results.json present): CIDEr-D %.3f", out, results["test"]["CIDEr_D"])
@@ -156,19 +160,22 @@ def main(argv: list[str]) -> int:
     brain.bos_id, brain.eos_id, brain.pad_id = vocab.bos_id, vocab.eos_id, vocab.pad_id
     brain.valid_beam_size, brain.max_decode_len = hparams["valid_beam_size"], hparams["max_decode_len"]
     brain.valid_every, brain.seed_base = hparams["valid_every"], hparams["seed"] * 1_000_003
+    train_set, loader_kwargs, brain.sampler = train_loader(
+        hparams["batching"], train_ds, [r["duration"] for r in data.rows["train"]], hparams["batch_size"],
+        hparams["seed"] * 7919, hparams["num_workers"],
+    )  # fmt: skip
     brain.lr_schedule = hparams["lr_schedule"]
-    brain.lr_schedule.total_steps = epochs * math.ceil(len(train_ds) / (hparams["batch_size"] * world_size()))
+    per_epoch = len(brain.sampler) if not loader_kwargs else len(train_ds) / (hparams["batch_size"] * world_size())
+    brain.lr_schedule.total_steps = epochs * math.ceil(per_epoch)
     brain.train_logger = hparams["train_logger"](save_file=str(out / "train_log.txt"))
     brain.train_log_path, brain.epoch_times_path = out / "train_log.txt", out / "epoch_times.json"
     brain.batch_hook = lambda k: maybe_die("train", 1, k)
     brain.audio_only_set = ao_ds
     brain.audio_only_loader_kwargs = {"batch_size": hparams["audio_only_batch_size"],
                                       "num_workers": hparams["num_workers"]}  # fmt: skip
-    brain.sampler = ReproducibleRandomSampler(train_ds, seed=hparams["seed"] * 7919)
+    brain.audio_only_durations, brain.batching = [r["duration"] for r in ao_rows], hparams["batching"]
     brain.fit(
-        counter, train_ds, valid_ds,
-        train_loader_kwargs={"batch_size": hparams["batch_size"], "sampler": brain.sampler,
-                             "num_workers": hparams["num_workers"]},
+        counter, train_set, valid_ds, train_loader_kwargs=loader_kwargs,
         valid_loader_kwargs={"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]},
     )  # fmt: skip
 

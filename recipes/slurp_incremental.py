@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 from speechbrain.dataio.dataloader import make_dataloader
-from speechbrain.dataio.sampler import ReproducibleRandomSampler
 from speechbrain.utils.distributed import if_main_process
 
 from slukd.continual import ContinualRunner, RehearsalMemory
 from slukd.continual.first_task import FirstTaskCache, code_fingerprint
 from slukd.continual.memory import memory_budget
 from slukd.continual.runner import barrier
+from slukd.data.audio import set_audio_cache
 from slukd.data.target import ParseStats
 from slukd.distill import Teacher, TeacherTargets
 from slukd.experiment import main_guard, start_experiment
@@ -39,6 +39,7 @@ from slukd.slu import SLUBrain, label_report, make_dataset, prepare_corpus, prep
 from slukd.slu.evaluate import predictions, score_step
 from slukd.train import CompleteCheckpointer
 from slukd.train.decode import decode, decode_dataset, pooled_features, teacher_target_fn
+from slukd.train.sampling import train_loader
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
 from slukd.utils.model_io import save_model_spec
@@ -48,7 +49,16 @@ logger = logging.getLogger("slurp_incremental")
 
 #: hparams that cannot change results (left out of the run identity; every other resolved setting is in it).
 NOT_IDENTITY = frozenset(
-    {"task", "output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size", "first_task_cache"}
+    {
+        "task",
+        "output_folder",
+        "num_workers",
+        "noprogressbar",
+        "device",
+        "eval_batch_size",
+        "first_task_cache",
+        "audio_cache_mb",
+    }
 )
 #: hparams that cannot change task 1 (no memory or teacher exists yet): rows differing only in these share it.
 NOT_FIRST_TASK = frozenset(
@@ -134,11 +144,12 @@ class SLURPIncremental:
         brain.train_logger = hp["train_logger"](save_file=str(tdir / "train_log.txt"))
         brain.train_log_path, brain.epoch_times_path = tdir / "train_log.txt", tdir / "epoch_times.json"
         brain.batch_hook = functools.partial(maybe_die, "train", t + 1)
-        brain.sampler = ReproducibleRandomSampler(train_ds, seed=hp["seed"] * 7919 + t)
+        durations = [r["duration"] for r in task_rows + mem_rows]
+        train_set, loader_kwargs, brain.sampler = train_loader(
+            hp["batching"], train_ds, durations, hp["batch_size"], hp["seed"] * 7919 + t, hp["num_workers"]
+        )
         brain.fit(
-            counter, train_ds, valid_ds,
-            train_loader_kwargs={"batch_size": hp["batch_size"], "sampler": brain.sampler,
-                                 "num_workers": hp["num_workers"]},
+            counter, train_set, valid_ds, train_loader_kwargs=loader_kwargs,
             valid_loader_kwargs={"batch_size": hp["eval_batch_size"], "num_workers": hp["num_workers"]},
         )  # fmt: skip
 
@@ -233,6 +244,7 @@ class SLURPIncremental:
 def main(argv: list[str]) -> int:
     hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/slurp_incremental.py")
     out = Path(hparams["output_folder"])
+    set_audio_cache(hparams["audio_cache_mb"])
 
     # data: corpus and manifests (audio decoded once), tokenizer, task split
     data = prepare_corpus(hparams, out)

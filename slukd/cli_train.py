@@ -16,6 +16,7 @@ from slukd.resources import RECIPES, list_rows, recipe_path, resolve_row
 
 
 def cli_main(argv: list[str], prog: str = "slukd train") -> int:
+    """``slukd train RECIPE ROW [options]`` (see the module docstring)."""
     usage = f"{prog} {{{','.join(RECIPES)}}} ROW [--hparams_dir DIR] [recipe options]"
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], add_help=False, usage=usage)
     p.add_argument("recipe", nargs="?", choices=list(RECIPES))

@@ -28,6 +28,7 @@ DEMO_OVERRIDES = {"corpus": "demo", "demo_tier": "demo", "number_of_epochs": 10,
 
 
 def cli_main(argv: list[str] | None = None, prog: str = "slukd demo") -> int:
+    """``slukd demo [--seeds ...] [--jobs N]`` (see the module docstring)."""
     from slukd.sweep import plan_slu, run_local, write_reports
 
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])

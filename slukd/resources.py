@@ -58,6 +58,7 @@ def recipe_path(recipe: str) -> Path:
 
 
 def benchmarks_dir() -> Path:
+    """The benchmark scripts."""
     return data_root() / "benchmarks"
 
 

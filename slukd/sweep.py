@@ -256,6 +256,7 @@ def write_reports(recipe: str, out: Path, splits: list[str]) -> str:
 
 
 def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
+    """``slukd sweep RECIPE [options] [-- recipe overrides]`` (see the module docstring)."""
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")

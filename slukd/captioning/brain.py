@@ -45,6 +45,8 @@ class CaptionBrain(KDBrain):
     valid_every: int = 1
     audio_only_set: Any = None
     audio_only_loader_kwargs: dict[str, Any] = {}
+    audio_only_durations: list[float] | None = None
+    batching: str = "random"
 
     # ------------------------------------------------------------------ forward / losses
     def compute_forward(self, batch: Any, stage: sb.Stage) -> dict[str, Any]:
@@ -87,13 +89,21 @@ class CaptionBrain(KDBrain):
 
     # ------------------------------------------------------------------ audio-only batches
     def _audio_only_batches(self, epoch: int):
-        sampler = sb.dataio.sampler.ReproducibleRandomSampler(self.audio_only_set, seed=self.seed_base + 104729)
-        if self.distributed_launch:
-            sampler = sb.dataio.sampler.DistributedSamplerWrapper(sampler, rank=self.rank)
+        from slukd.train.sampling import train_loader
+
+        loader, kwargs, sampler = train_loader(
+            self.batching, self.audio_only_set, self.audio_only_durations or [0.0] * len(self.audio_only_set),
+            self.audio_only_loader_kwargs["batch_size"], self.seed_base + 104729,
+            self.audio_only_loader_kwargs.get("num_workers", 0),
+        )  # fmt: skip
+        if kwargs:  # random batching: SpeechBrain's sampler, split across processes under DDP
+            if self.distributed_launch:
+                kwargs["sampler"] = sb.dataio.sampler.DistributedSamplerWrapper(kwargs["sampler"], rank=self.rank)
+            loader = make_dataloader(self.audio_only_set, **kwargs)
         round_ = 0
         while True:
             sampler.set_epoch(epoch * 1000 + round_)
-            yield from make_dataloader(self.audio_only_set, sampler=sampler, **self.audio_only_loader_kwargs)
+            yield from loader
             round_ += 1  # the pool is smaller than the captioned set: start it again, reshuffled
 
     def fit_batch(self, batch: Any) -> torch.Tensor:

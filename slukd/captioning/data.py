@@ -19,7 +19,7 @@ import numpy as np
 import speechbrain as sb
 import torch
 
-from slukd.data.audio import load_audio
+from slukd.data.audio import AUDIO_CACHE
 
 __all__ = ["EpochClock", "choose_caption", "caption_dataset", "pseudo_caption_dataset"]
 
@@ -50,7 +50,7 @@ def _base_dataset(rows: Sequence[dict[str, Any]], sample_rate: int, max_seconds:
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return load_audio(wav, target_sr=sample_rate, max_seconds=max_seconds, long_policy="crop")[0]
+        return AUDIO_CACHE.load(wav, sample_rate, max_seconds)
 
     ds.add_dynamic_item(audio_pipeline)
     return ds

@@ -63,6 +63,7 @@ def write_outputs(
     rows: list[dict[str, Any]],
     n_samples: int = 20,
 ) -> None:
+    """Write ``predictions_<split>.jsonl``, ``metrics_<split>.json`` and ``samples_<split>.md`` (atomic)."""
     out = Path(out_dir)
     per = metrics.get("per_item_CIDEr_D", {})
     refs = {r["ID"]: r["captions"] for r in rows}

@@ -279,6 +279,38 @@ def duration_outliers(
     return {"median": median, "threshold": threshold, "outliers": outliers}
 
 
+# ---------------------------------------------------------------------------------------------------- memory cache
+class AudioCache:
+    """Decoded waveforms kept in memory (per process), so an epoch after the first decodes no file again: the same
+    tensors :func:`load_audio` returns, up to ``max_mb`` MiB (then files are decoded as usual). ``max_mb`` 0: off."""
+
+    def __init__(self, max_mb: float = 0.0) -> None:
+        self.max_bytes = int(max_mb * 2**20)
+        self.used = 0
+        self.store: dict[tuple, torch.Tensor] = {}
+
+    def load(self, path: str | os.PathLike, target_sr: int = 16000, max_seconds: float | None = None) -> torch.Tensor:
+        """``load_audio(path, target_sr, max_seconds, "crop")[0]``, from memory when seen before."""
+        key = (str(path), int(target_sr), max_seconds)
+        wav = self.store.get(key)
+        if wav is None:
+            wav = load_audio(path, target_sr=target_sr, max_seconds=max_seconds, long_policy="crop")[0]
+            size = wav.numel() * wav.element_size()
+            if self.used + size <= self.max_bytes:
+                self.store[key] = wav
+                self.used += size
+        return wav
+
+
+AUDIO_CACHE = AudioCache()
+
+
+def set_audio_cache(max_mb: float) -> AudioCache:
+    """Set the process-wide cache size (MiB); the recipes call it with ``audio_cache_mb``."""
+    AUDIO_CACHE.max_bytes = int(max(0.0, float(max_mb)) * 2**20)
+    return AUDIO_CACHE
+
+
 # ---------------------------------------------------------------------------------------------------- start-up check
 AUDIO_CHECK_NAME = "audio_check.json"
 

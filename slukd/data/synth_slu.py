@@ -464,15 +464,14 @@ def _remove_corpus(out: Path) -> None:
 
 
 def cli_main(argv: list[str], prog: str = "slukd synth slu") -> int:
-    """``slukd synth slu --out DIR [--tier tiny|demo|full] [--seed N] [--workers N] [--from-slurp-jsonl F ...]
+    """``slukd synth slu --out DIR [--tier tiny|demo|full] [--seed N] [--jobs N] [--from_slurp_jsonl F ...]
     [--noprogressbar]``."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (SLURP layout)")
     p.add_argument("--tier", default="demo", choices=sorted(TIERS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="synthesis processes")
-    p.add_argument(
-        "--from-slurp-jsonl",
+    p.add_argument("--jobs", "--workers", dest="workers", type=int, default=2, help="synthesis processes")
+    p.add_argument("--from_slurp_jsonl", "--from-slurp-jsonl",
         action="append",
         default=None,
         metavar="FILE",

@@ -55,6 +55,7 @@ SPICE_TIMEOUT_S = 3600
 
 
 def java_available() -> bool:
+    """Whether a ``java`` program is on the PATH (METEOR and the PTB tokenizer need it)."""
     return shutil.which("java") is not None
 
 

@@ -26,7 +26,7 @@ Library use (no files)::
     scores = score_slurp(gold_items, predictions)   # dicts {key, scenario, action, entities: [{type, filler}]}
     scores.to_dict()["slu_f1"]
 
-CLI: ``slukd score slurp --gold test.jsonl --pred predictions.jsonl [--gold-transcripts] [--json]``.
+CLI: ``slukd score slurp --gold test.jsonl --pred predictions.jsonl [--gold_transcripts] [--json]``.
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def _check_entities(entities: Any, where: str, bad: str) -> tuple[list[tuple[str
             continue
         msg = f"{where}: entity {k} is not {{'type': str, 'filler': str}}: {json.dumps(ent)[:200]}"
         if bad == "raise":
-            raise SlurpFormatError(msg + " (use bad_entities='skip' / --skip-bad-entities to drop and count)")
+            raise SlurpFormatError(msg + " (use bad_entities='skip' / --skip_bad_entities to drop and count)")
         logger.warning("%s; dropped", msg)
         n_bad += 1
     return out, n_bad
@@ -350,7 +350,7 @@ def load_predictions(path: str | os.PathLike, key: str = "file") -> list[dict[st
             other = "slurp_id" if key == "file" else "file"
             hint = (
                 f" (it has '{other}': use "
-                + ("--gold-transcripts / key='slurp_id')" if other == "slurp_id" else "key='file')")
+                + ("--gold_transcripts / key='slurp_id')" if other == "slurp_id" else "key='file')")
                 if other in ex
                 else ""
             )
@@ -580,18 +580,32 @@ def format_table(scores: SlurpScores, per_label: bool = False) -> str:
 
 
 def cli_main(argv: list[str], prog: str = "slukd score slurp") -> int:
-    """``slukd score slurp --gold G --pred P [--gold-transcripts] [--json] [--average macro] [--per-label] ...``"""
+    """``slukd score slurp --gold G --pred P [--gold_transcripts] [--json] [--average macro] [--per_label] ...``"""
     ap = argparse.ArgumentParser(prog=prog, description="Score SLURP-format predictions (official SLURP metrics).")
     ap.add_argument("--gold", required=True, help="gold SLURP jsonl (e.g. test.jsonl)")
     ap.add_argument("--pred", required=True, help="predictions jsonl: {file|slurp_id, scenario, action, entities}")
-    ap.add_argument("--gold-transcripts", action="store_true", help="key on slurp_id (gold-transcript evaluation)")
+    ap.add_argument(
+        "--gold_transcripts",
+        "--gold-transcripts",
+        action="store_true",
+        help="key on slurp_id (gold-transcript evaluation)",
+    )
     ap.add_argument("--average", choices=("micro", "macro"), default="micro")
-    ap.add_argument("--per-label", action="store_true", help="also print/write per-label scores")
-    ap.add_argument("--count-missing", action="store_true", help="score gold items with no prediction as errors")
-    ap.add_argument("--skip-bad-entities", action="store_true", help="drop and count malformed predicted entities")
+    ap.add_argument("--per_label", "--per-label", action="store_true", help="also print/write per-label scores")
+    ap.add_argument(
+        "--count_missing", "--count-missing", action="store_true", help="score gold items with no prediction as errors"
+    )
+    ap.add_argument(
+        "--skip_bad_entities",
+        "--skip-bad-entities",
+        action="store_true",
+        help="drop and count malformed predicted entities",
+    )
     ap.add_argument("--json", action="store_true", help="print JSON (flat keys) instead of the table")
     ap.add_argument("--out", help="also write the JSON to this file")
-    ap.add_argument("--list-missing", action="store_true", help="print the keys of gold items with no prediction")
+    ap.add_argument(
+        "--list_missing", "--list-missing", action="store_true", help="print the keys of gold items with no prediction"
+    )
     args = ap.parse_args(argv)
     try:
         scores = score_slurp_files(

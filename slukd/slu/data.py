@@ -21,7 +21,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from slukd.data.audio import AUDIO_CHECK_NAME, BadAudioError, check_split_audio, drop_bad_audio, load_audio
+from slukd.data.audio import AUDIO_CACHE, AUDIO_CHECK_NAME, BadAudioError, check_split_audio, drop_bad_audio
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def make_dataset(
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return load_audio(wav, target_sr=sample_rate, max_seconds=max_seconds, long_policy="crop")[0]
+        return AUDIO_CACHE.load(wav, sample_rate, max_seconds)
 
     @sb.utils.data_pipeline.takes("target")
     @sb.utils.data_pipeline.provides("tokens_bos", "tokens_eos", "tokens")

@@ -13,7 +13,7 @@ import pytest
 from slukd.sweep import plan_captioning, plan_slu, run_submitit
 from tests.helpers_slu import TINY, make_corpus, write_order
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO  # noqa: E402
 
 
 def test_slu_plan_orders_first_task_producers_first_and_joint_once(tmp_path):

@@ -17,7 +17,7 @@ from slukd.config import load_hparams
 from slukd.utils.run import IncompatibleRunError
 from tests.helpers_slu import recipe_module
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO  # noqa: E402
 HP = REPO / "hparams" / "captioning_kd"
 TINY = REPO / "tests" / "hparams" / "captioning_tiny.yaml"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.helpers_slu import HP, make_corpus, recipe_module, tiny_argv, write_order
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.conftest import REPO  # noqa: E402
 YAML_LINE = "extra_kd_terms: [!new:tests.custom_kd.CosineKD {weight: 0.5}]\n"
 
 

@@ -1,0 +1,64 @@
+"""Every row file of both recipes loads (on its base and on the GPU base), names itself, and both recipes use one
+name per concept; every public function and class of the package has a docstring."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from slukd.config import load_hparams, load_tree
+from slukd.distill import KDTerm
+from tests.conftest import REPO
+
+RECIPES = {"slurp_incremental": "slurp_incremental.py", "captioning_kd": "captioning_kd.py"}
+#: concepts both recipes have, under one name
+SHARED = ["row", "seed", "output_folder", "corpus", "data_folder", "corpus_seed", "sample_rate",
+          "max_audio_seconds", "skip_bad", "audio_check", "number_of_epochs", "batch_size", "eval_batch_size", "lr",
+          "warmup_steps", "weight_decay", "label_smoothing", "max_grad_norm", "precision", "eval_precision",
+          "noprogressbar", "num_workers", "test_beam_size", "max_decode_len", "enc_kd_weight", "tok_kd_weight",
+          "seq_kd_weight", "tok_kd_temperature", "kd_terms", "extra_kd_terms", "opt_class", "lr_schedule",
+          "epoch_counter", "train_logger", "model"]  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_row_loads_on_both_bases_and_names_itself(recipe):
+    folder = REPO / "hparams" / recipe
+    assert (REPO / "recipes" / RECIPES[recipe]).is_file()
+    rows = sorted(p for p in folder.glob("*.yaml") if not p.stem.startswith("base"))
+    assert rows and {p.name for p in folder.glob("base*.yaml")} == {"base.yaml", "base_gpu.yaml"}
+    for path in rows:
+        for base in ("base.yaml", "base_gpu.yaml"):
+            hp, text = load_hparams(path, f"base: {base}")
+            assert hp["row"] == path.stem, path
+            terms = hp["kd_terms"] + hp["extra_kd_terms"]
+            assert all(isinstance(t, KDTerm) for t in terms) and len({t.name for t in terms}) == len(terms)
+            assert callable(hp["model"]) and "!ref" not in text
+        assert load_tree(path)["base"] == "base.yaml", f"{path}: a row builds on base.yaml"
+
+
+def test_one_name_per_concept_across_recipes():
+    keys = {r: set(load_tree(REPO / "hparams" / r / "base.yaml")) for r in RECIPES}
+    for key in SHARED:
+        for recipe, have in keys.items():
+            assert key in have, f"{recipe}/base.yaml lacks {key!r}"
+
+
+def test_gpu_bases_state_only_what_differs():
+    for recipe in RECIPES:
+        gpu = load_tree(REPO / "hparams" / recipe / "base_gpu.yaml")
+        base = load_tree(REPO / "hparams" / recipe / "base.yaml")
+        assert gpu["base"] == "base.yaml" and len(gpu) < len(base) / 2
+
+
+def test_public_functions_and_classes_have_docstrings():
+    missing = []
+    for path in sorted((REPO / "slukd").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if not ast.get_docstring(tree):
+            missing.append(f"{path.relative_to(REPO)}: module")
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                if not ast.get_docstring(node):
+                    missing.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not missing, missing
