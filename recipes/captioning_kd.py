@@ -38,7 +38,8 @@ from slukd.data.captions import WordVocab
 from slukd.distill import Teacher, TeacherTargets
 from slukd.experiment import main_guard, start_experiment, world_size
 from slukd.models.seq2seq import count_parameters
-from slukd.train import CompleteCheckpointer
+from slukd.report.curves import plot_train_log
+from slukd.train import CompleteCheckpointer, make_train_logger
 from slukd.train.decode import teacher_target_fn
 from slukd.train.sampling import train_loader
 from slukd.utils.faults import maybe_die
@@ -167,7 +168,7 @@ def main(argv: list[str]) -> int:
     brain.lr_schedule = hparams["lr_schedule"]
     per_epoch = len(brain.sampler) if not loader_kwargs else len(train_ds) / (hparams["batch_size"] * world_size())
     brain.lr_schedule.total_steps = epochs * math.ceil(per_epoch)
-    brain.train_logger = hparams["train_logger"](save_file=str(out / "train_log.txt"))
+    brain.train_logger = make_train_logger(hparams, out / "train_log.txt", out / "tensorboard")
     brain.train_log_path, brain.epoch_times_path = out / "train_log.txt", out / "epoch_times.json"
     brain.batch_hook = lambda k: maybe_die("train", 1, k)
     brain.audio_only_set = ao_ds
@@ -196,6 +197,7 @@ def main(argv: list[str]) -> int:
         return 0
     atomic_torch_save(model.state_dict(), out / "model.ckpt")
     write_outputs(out, "test", metrics, preds, data.rows["test"], n_samples=hparams["n_samples"])
+    plot_train_log(out / "train_log.txt", out / "curves.png")
     for name, why in metrics["skipped"].items():
         logger.info("%s skipped: %s", name, why)
     times = json.loads((out / "epoch_times.json").read_text(encoding="utf-8"))

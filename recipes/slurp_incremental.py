@@ -35,9 +35,11 @@ from slukd.data.audio import set_audio_cache
 from slukd.data.target import ParseStats
 from slukd.distill import Teacher, TeacherTargets
 from slukd.experiment import main_guard, start_experiment
+from slukd.metrics.wer import write_wer_alignments
+from slukd.report.curves import plot_train_log
 from slukd.slu import SLUBrain, label_report, make_dataset, prepare_corpus, prepare_scenario, prepare_tokenizer
 from slukd.slu.evaluate import predictions, score_step
-from slukd.train import CompleteCheckpointer
+from slukd.train import CompleteCheckpointer, make_train_logger
 from slukd.train.decode import decode, decode_dataset, pooled_features, teacher_target_fn
 from slukd.train.sampling import train_loader
 from slukd.utils.faults import maybe_die
@@ -106,8 +108,12 @@ class SLURPIncremental:
             logger.info("task %d: model initialised from %s", t + 1, prev)
         model.to(self.device)
 
-        mem_ids = memory.ids() if memory is not None else []
         by_id = {r["ID"]: r for r in self.data.rows["train"]}
+        mem_ids = [i for i in (memory.ids() if memory is not None else []) if i in by_id]
+        if memory is not None and len(mem_ids) < len(memory):  # e.g. audio gone after data_changed: keep
+            self.data.report["memory_items_missing"] = len(memory) - len(mem_ids)
+            logger.warning("task %d: %d memory items have no usable data any more: skipped", t + 1,
+                           len(memory) - len(mem_ids))  # fmt: skip
         task_rows, mem_rows = self.task_rows("train", t), [by_id[i] for i in mem_ids]
         valid_rows = self.valid_rows(t)
         logger.info(
@@ -141,7 +147,7 @@ class SLURPIncremental:
         brain.lr_schedule = hp["lr_schedule"]
         brain.decode_fn = functools.partial(decode, beam_size=1, max_len=hp["max_decode_len"])
         brain.gold_intent = {r["ID"]: r["intent"] for r in valid_rows}
-        brain.train_logger = hp["train_logger"](save_file=str(tdir / "train_log.txt"))
+        brain.train_logger = make_train_logger(hp, tdir / "train_log.txt", self.runner.out / "tensorboard" / tdir.name)
         brain.train_log_path, brain.epoch_times_path = tdir / "train_log.txt", tdir / "epoch_times.json"
         brain.batch_hook = functools.partial(maybe_die, "train", t + 1)
         durations = [r["duration"] for r in task_rows + mem_rows]
@@ -200,8 +206,11 @@ class SLURPIncremental:
         return targets
 
     # ---------------------------------------------------------------- evaluate after task t
-    def evaluate(self, t: int, model) -> dict:
-        hp, tdir = self.hp, self.runner.task_dir(t)
+    def evaluate(self, t: int, model, dest: Path | None = None) -> dict | None:
+        """Test after task t on every seen scenario (decoding spread over the DDP processes); the main process
+        writes ``predictions.jsonl`` and ``wer.txt`` (per-utterance alignments) into ``dest`` (default the task
+        folder) and returns the scores; the others return None."""
+        hp, tdir = self.hp, dest or self.runner.task_dir(t)
         test_rows = [
             self.data.rows["test"][i]
             for i in self.scenario.eval_indices([r["scenario"] for r in self.data.rows["test"]], t)
@@ -210,12 +219,17 @@ class SLURPIncremental:
             model, self.dataset(test_rows), beam_size=hp["test_beam_size"], batch_size=hp["eval_batch_size"],
             max_len=hp["max_decode_len"], device=self.device, precision=hp["eval_precision"],
             desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
-            on_batch=lambda k: maybe_die("eval", t + 1, k), shard=False,
+            on_batch=lambda k: maybe_die("eval", t + 1, k),
         )  # fmt: skip
+        if not if_main_process():
+            return None
         hyps = {i: self.tokenizer.decode(h) for i, h in tokens.items()}
         stats = ParseStats()
         preds = predictions(test_rows, hyps, stats)
         atomic_write_jsonl(tdir / "predictions.jsonl", preds)
+        by_id = {p["id"]: p for p in preds}
+        write_wer_alignments(tdir / "wer.txt", [r["ID"] for r in test_rows], [r["transcript"] for r in test_rows],
+                             [by_id.get(r["ID"], {}).get("transcript", "") for r in test_rows])  # fmt: skip
         scores = score_step(test_rows, preds, self.scenario.task_of, t)
         logger.info(
             "after task %d/%d: intent acc on seen tasks %.2f%% (per task: %s), WER %.2f%%, SLU-F1 %.2f%%",
@@ -223,6 +237,7 @@ class SLURPIncremental:
             ", ".join(f"{100 * p['intent_acc']:.1f}" for p in scores["per_task"]),
             100 * scores["seen"]["wer"], 100 * scores["seen"]["slu_f1"],
         )  # fmt: skip
+        plot_train_log(self.runner.task_dir(t) / "train_log.txt", self.runner.task_dir(t) / "curves.png")
         return {"scenarios": list(self.scenario.tasks[t]), **scores, "parse": stats.as_dict()}
 
     # ---------------------------------------------------------------- rehearsal memory

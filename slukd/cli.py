@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or os.environ.get("SLUKD_VERBOSE", "") not in ("", "0")
     argv = [a for a in argv if a != "--verbose"]
+    if verbose:  # recipes run by `slukd train` read it too
+        os.environ["SLUKD_VERBOSE"] = "1"
     parser = _parser()
     if not argv:
         parser.print_help()

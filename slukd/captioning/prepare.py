@@ -61,13 +61,51 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], di
         prepare = prepare_audiocaps
     else:
         raise ValueError(f"hparam corpus must be scenes, clotho or audiocaps; got {corpus!r}")
-    run_on_main(prepare, args=[data, man], kwargs=kwargs)
+    state = _check_data(hp, out, data)
     paths = {s: man / f"{s}.csv" for s in ("train", "valid", "test", "audio_only")}
+    if not (state == "kept" and all(p.is_file() for p in paths.values())):  # keep: the manifests made at the start
+        run_on_main(prepare, args=[data, man], kwargs=kwargs)
     rows = {split: read_manifest(p) for split, p in paths.items()}
     for split in ("train", "valid", "test"):
         if not rows[split]:
             raise ValueError(f"{paths[split]}: no usable clips in the {split} split")
-    return rows, read_prepare_report(man)
+    return rows, {**read_prepare_report(man), "data_state": state}
+
+
+#: run-folder entries made from the data (deleted by data_changed: restart); the run record and logs stay
+DATA_OUTPUTS = (
+    "manifests",
+    "audio_check.json",
+    "vocab.json",
+    "model.yaml",
+    "save",
+    "model.ckpt",
+    "epoch_times.json",
+    "train_log.txt",
+    "predictions_test.jsonl",
+    "metrics_test.json",
+    "samples_test.md",
+    "curves.png",
+)
+
+
+def _check_data(hp: dict[str, Any], out: Path, data: Path) -> str:
+    """The data_changed policy (slukd.data.fingerprint) on the corpus folder: its CSVs and every audio file."""
+    from speechbrain.utils.distributed import if_main_process
+
+    from slukd.data.fingerprint import check_data, fingerprint
+
+    if not if_main_process():
+        return "new"
+    if not data.is_dir():
+        raise FileNotFoundError(f"data folder not found: {data}")
+    exts = (".flac", ".wav", ".ogg", ".mp3")
+    files = [p for p in data.rglob("*") if p.is_file()]
+    sources = [p for p in files if p.suffix.lower() == ".csv"]
+    audio = [str(p) for p in files if p.suffix.lower() in exts]
+    if hp["audio_only_folder"]:
+        audio += [str(p) for p in Path(hp["audio_only_folder"]).rglob("*") if p.suffix.lower() in exts]
+    return check_data(out, fingerprint(sources, audio), hp["data_changed"], DATA_OUTPUTS)
 
 
 def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
@@ -82,7 +120,7 @@ def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
     audio_only = rows.pop("audio_only")
     rows["pool"] = [r for r in audio_only if r["ID"].startswith(POOL_PREFIX)]
     rows["remainder"] = [r for r in audio_only if not r["ID"].startswith(POOL_PREFIX)]
-    report: dict[str, Any] = {"prepare_skipped": prep.get("skipped", {})}
+    report: dict[str, Any] = {"prepare_skipped": prep.get("skipped", {}), "data_state": prep.get("data_state")}
     if hp["audio_check"]:
         path = out / AUDIO_CHECK_NAME
         run_on_main(
@@ -100,6 +138,10 @@ def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
         for split in ("train", "valid", "test"):
             if not rows[split]:
                 raise ValueError(f"{path}: no usable {split} clip is left after the audio check")
+    from slukd.data.audio import duration_outliers
+
+    long = duration_outliers({r["ID"]: float(r["duration"]) for r in rows["train"]}, factor=4.0)
+    report["duration_outliers"] = len(long["outliers"])
     logger.info(
         "captioning data: %s",
         ", ".join(f"{k} {len(v)}" for k, v in rows.items()),

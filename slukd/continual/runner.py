@@ -13,8 +13,8 @@ Per task t: memory after task t-1 -> ``strategy.train(t, memory)`` (resumable) -
 -> ``results/step<t>.json`` written atomically -> memory update from ``strategy.memory_candidates(t)`` (features
 from ``strategy.features`` for herding) -> DONE. Every step is idempotent, so killing the job anywhere and rerunning
 the same command finishes with the same results. ``only_task`` (``--task N``) runs one task and needs task N-1
-finished. Under DDP every process trains; evaluation, the memory update and the files belong to the strategy and
-the main process (the others wait at a barrier).
+finished. Under DDP every process trains and evaluates (the strategy shards decoding); the memory update and the
+files belong to the main process (the others wait at a barrier).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class Strategy(Protocol):
         """Train task t (resuming if interrupted) from task t-1's model; returns (model with the selected weights,
         info merged into the step result, e.g. the chosen checkpoint)."""
 
-    def evaluate(self, t: int, model: torch.nn.Module) -> dict[str, Any]:
-        """Main process: test after task t; returns the step result (``per_task`` and ``seen`` metric dicts)."""
+    def evaluate(self, t: int, model: torch.nn.Module) -> dict[str, Any] | None:
+        """Every process: test after task t; the main process returns the step result (``per_task`` and ``seen``
+        metric dicts), the others None."""
 
     def memory_candidates(self, t: int) -> tuple[list[str], list[str]]:
         """(item IDs, class labels) of task t's training items."""
@@ -178,14 +179,17 @@ class ContinualRunner:
         memory = self.memory_before(t)
         model, info = strategy.train(t, memory)
         train_s = time.perf_counter() - t0
-        if if_main_process():
-            self._finish(strategy, t, model, memory, info, train_s, publish=publish)
+        self._finish(strategy, t, model, memory, info, train_s, publish=publish)
         barrier()
 
     def _finish(self, strategy, t, model, memory, info, train_s, scores=None, publish=False) -> None:
+        """Every process: evaluate (the strategy spreads decoding over them); main process: step result, first-task
+        cache, memory update, DONE."""
         t0 = time.perf_counter()
         if scores is None:
             scores = strategy.evaluate(t, model)
+        if not if_main_process():
+            return
         eval_s = time.perf_counter() - t0
         if publish:
             files = {f.name: f for f in self.task_dir(t).iterdir() if f.is_file() and f.name != "DONE"}

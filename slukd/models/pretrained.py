@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from slukd.models.seq2seq import AudioEncoder, _check_lens
+from slukd.models.seq2seq import AudioEncoder, Seq2Seq, _check_lens
 
 logger = logging.getLogger(__name__)
 
@@ -316,3 +316,27 @@ class SSLEncoder(AudioEncoder):
             keep = torch.arange(t_out, device=out.device)[None, :] < frames[:, None]
             out = out * keep.unsqueeze(-1).to(out.dtype)
         return out
+
+
+def build_ssl_seq2seq(
+    vocab_size: int,
+    source: str | os.PathLike,
+    *,
+    freeze: str = "partial",
+    freeze_layers: int = 0,
+    d_model: int = 256,
+    nhead: int = 4,
+    num_decoder_layers: int = 6,
+    d_ffn: int = 2048,
+    dropout: float = 0.1,
+    ctc: bool = True,
+    sample_rate: int = 16000,
+) -> Seq2Seq:
+    """The SLU paper's model: a pretrained wav2vec2 / HuBERT / WavLM encoder (:class:`SSLEncoder`, raw waveform in)
+    and a transformer decoder of ``num_decoder_layers`` layers (+ a CTC head). Built fresh on every call (the
+    recipes call it once per task), for YAML: ``model: !name:slukd.models.pretrained.build_ssl_seq2seq {...}``."""
+    encoder = SSLEncoder(source, freeze=freeze, freeze_layers=freeze_layers)
+    return Seq2Seq(
+        vocab_size, encoder=encoder, features=RawWaveform(sample_rate), d_model=d_model, nhead=nhead,
+        num_decoder_layers=num_decoder_layers, d_ffn=d_ffn, dropout=dropout, ctc=ctc, sample_rate=sample_rate,
+    )  # fmt: skip

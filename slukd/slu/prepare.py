@@ -37,8 +37,24 @@ class SLUData:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], str]:
-    from slukd.data.slurp import prepare_slurp
+def _data_files(data_folder: Path, splits: list[str]) -> tuple[list[Path], list[str]]:
+    """(metadata files, audio files) of a SLURP-layout folder: the split jsonl files and every audio file."""
+    sources = [data_folder / "dataset" / "slurp" / f"{s}.jsonl" for s in splits]
+    dirs = [data_folder / d for d in ("slurp_real", "slurp_synth", "audio")]
+    exts = (".flac", ".wav", ".ogg", ".mp3")
+    audio = [str(p) for d in dirs if d.is_dir() for p in d.rglob("*") if p.suffix.lower() in exts]
+    return [p for p in sources if p.is_file()], audio
+
+
+#: run-folder entries made from the data (deleted by data_changed: restart); the run record and logs stay
+DATA_OUTPUTS = ("manifests", "audio_check.json", "tokenizer", "scenario.json", "model.yaml", "results", "report.csv",
+                "report.md", "matrix_intent_acc.csv", "matrix_wer.csv", "matrix_slu_f1.csv", "acc_per_step.png",
+                "acc_matrix.png")  # fmt: skip
+
+
+def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], str, dict[str, Any]]:
+    from slukd.data.fingerprint import check_data, fingerprint
+    from slukd.data.slurp import prepare_slurp, read_prepare_report
     from slukd.slu.data import read_manifest_checked
 
     data_folder = Path(hp["data_folder"])
@@ -47,11 +63,20 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
 
         run_on_main(
             synthesize_slu_corpus,
-            kwargs={"out_dir": str(data_folder), "tier": hp["demo_tier"], "seed": hp["corpus_seed"]},
-        )
+            kwargs={"out_dir": str(data_folder), "tier": hp["demo_tier"], "seed": hp["corpus_seed"],
+                    "progress": not hp["noprogressbar"]},
+        )  # fmt: skip
     elif hp["corpus"] != "slurp":
         raise ValueError(f"hparam corpus must be 'demo' or 'slurp', got {hp['corpus']!r}")
     splits = ["train", "devel", "test"] + (["train_synthetic"] if hp["use_synthetic"] else [])
+    if not (data_folder / "dataset" / "slurp").is_dir():
+        raise FileNotFoundError(f"{data_folder}: not a SLURP-layout folder (no dataset/slurp/*.jsonl)")
+    # the data a resumed run was started on (data_changed: stop | restart | keep)
+    state = "new"
+    if if_main_process():
+        sources, audio = _data_files(data_folder, splits)
+        outputs = list(DATA_OUTPUTS) + [p.name for p in out.glob("task*")] + [p.name for p in out.glob("memory_*")]
+        state = check_data(out, fingerprint(sources, audio), hp["data_changed"], outputs)
     kwargs = {
         "data_folder": str(data_folder),
         "out_dir": str(out / "manifests"),
@@ -60,7 +85,9 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
         "headset_only": hp["headset_only"],
         "skip_bad": hp["skip_bad"],
     }
-    run_on_main(prepare_slurp, kwargs=kwargs)
+    kept = state == "kept" and all((out / "manifests" / f"{s}.csv").is_file() for s in splits)
+    if not kept:  # data_changed: keep -> the manifests made at the start are used as they are
+        run_on_main(prepare_slurp, kwargs=kwargs)
     rows = {}
     for split in splits:
         path = out / "manifests" / f"{split}.csv"
@@ -72,7 +99,8 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
     for split in ("train", "devel", "test"):
         if not rows[split]:
             raise ValueError(f"{out / 'manifests' / (split + '.csv')}: the {split} manifest is empty")
-    return rows, str(data_folder.resolve())
+    report = {"prepare_skipped": read_prepare_report(out / "manifests").skipped, "data_state": state}
+    return rows, str(data_folder.resolve()), report
 
 
 def _check_audio(hp: dict[str, Any], out: Path, rows: dict[str, list[dict]], root: str):
@@ -103,9 +131,14 @@ def _check_audio(hp: dict[str, Any], out: Path, rows: dict[str, list[dict]], roo
 
 def prepare_corpus(hp: dict[str, Any], out: str | Path) -> SLUData:
     """Corpus, manifests and audio check of a run (see the module docstring)."""
+    from slukd.data.audio import duration_outliers
+
     out = Path(out)
-    rows, root = _manifests(hp, out)
-    rows, report = _check_audio(hp, out, rows, root)
+    rows, root, report = _manifests(hp, out)
+    rows, audio_report = _check_audio(hp, out, rows, root)
+    report.update(audio_report)
+    long = duration_outliers({r["ID"]: float(r["duration"]) for r in rows["train"]}, factor=4.0)
+    report["duration_outliers"] = len(long["outliers"])
     return SLUData(rows=rows, root=root, report=report)
 
 

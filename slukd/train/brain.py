@@ -167,6 +167,24 @@ class KDBrain(sb.Brain):
         self._parts_n += 1
 
     # ------------------------------------------------------------------ optimisation
+    def init_optimizers(self) -> None:
+        """SpeechBrain's single optimiser, with its own learning rate for a pretrained encoder when the hparams set
+        ``encoder_lr`` (param groups: the encoder at ``encoder_lr``; the rest of the model and the KD heads at the
+        optimiser's ``lr``)."""
+        encoder_lr = getattr(self.hparams, "encoder_lr", None)
+        if encoder_lr is None or self.opt_class is None:
+            return super().init_optimizers()
+        model = self._model
+        enc = {id(p) for p in model.encoder.parameters()}
+        enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
+        rest = [p for p in self.modules.parameters() if p.requires_grad and id(p) not in enc]
+        groups = [{"params": rest}] + ([{"params": enc_params, "lr": float(encoder_lr)}] if enc_params else [])
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+        return None
+
     def optimizers_step(self) -> None:
         """SpeechBrain's optimiser step, with gradient clipping over every parameter of every group."""
         if self.optimizers_dict is not None:
@@ -287,3 +305,29 @@ class KDBrain(sb.Brain):
     def checkpoint_meta(self, stats: dict[str, float], epoch: int) -> dict[str, Any]:
         """Metadata stored with the epoch's checkpoint; ``select_key`` picks the best one."""
         return {self.select_key: -stats["loss"], "epoch": epoch, "epoch_s": self.train_stats["epoch_s"]}
+
+
+class _Loggers:
+    """Several SpeechBrain train loggers as one (``log_stats`` goes to each)."""
+
+    def __init__(self, loggers: Sequence[Any]) -> None:
+        self.loggers = list(loggers)
+
+    def log_stats(self, *args: Any, **kwargs: Any) -> None:
+        for lg in self.loggers:
+            lg.log_stats(*args, **kwargs)
+
+
+def make_train_logger(hparams: dict[str, Any], save_file: str | Path, tensorboard_dir: str | Path | None = None):
+    """The hparams' ``train_logger`` writing ``save_file``; with ``tensorboard: true`` also SpeechBrain's
+    TensorboardLogger into ``tensorboard_dir`` (needs ``pip install slukd[tensorboard]``)."""
+    file_logger = hparams["train_logger"](save_file=str(save_file))
+    if not hparams.get("tensorboard"):
+        return file_logger
+    try:
+        from speechbrain.utils.train_logger import TensorboardLogger
+
+        tb = TensorboardLogger(save_dir=str(tensorboard_dir or Path(save_file).parent / "tensorboard"))
+    except ImportError as err:
+        raise ImportError("tensorboard: true needs the tensorboard package (pip install 'slukd[tensorboard]')") from err
+    return _Loggers([file_logger, tb])

@@ -11,6 +11,22 @@ _CONFIGURED = False
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at the time of each record (never to a stream
+    that was replaced and closed since, as test runners and notebooks do)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # the base class assigns it once in __init__
+        pass
+
+
 def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | None = None) -> None:
     """Configure the root logger once: a stderr handler and optionally a file handler.
 
@@ -22,7 +38,7 @@ def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | 
         level = os.environ.get("SLUKD_LOG_LEVEL", "INFO")
     root = logging.getLogger()
     if not _CONFIGURED:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(level)

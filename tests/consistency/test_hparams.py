@@ -26,7 +26,7 @@ def test_every_row_loads_on_both_bases_and_names_itself(recipe):
     folder = REPO / "hparams" / recipe
     assert (REPO / "recipes" / RECIPES[recipe]).is_file()
     rows = sorted(p for p in folder.glob("*.yaml") if not p.stem.startswith("base"))
-    assert rows and {p.name for p in folder.glob("base*.yaml")} == {"base.yaml", "base_gpu.yaml"}
+    assert rows and {p.name for p in folder.glob("base*.yaml")} == {"base.yaml", "base_gpu.yaml", "base_paper.yaml"}
     for path in rows:
         for base in ("base.yaml", "base_gpu.yaml"):
             hp, text = load_hparams(path, f"base: {base}")

@@ -1,0 +1,79 @@
+"""Loss and validation curves of a training stage, read from SpeechBrain's ``train_log.txt`` and drawn as a figure.
+
+A line of the log looks like ``task: 2, epoch: 3, lr: 1.00e-03 - train loss: 2.49, train kd_seq: 1.95 - valid loss:
+4.26, valid intent_acc: 0.55``. :func:`read_train_log` returns one dict per epoch; :func:`plot_train_log` draws the
+train and validation losses (and every KD term) on the left and the validation metrics on the right.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_train_log", "plot_train_log"]
+
+_FIELD = re.compile(r"^\s*(?:(train|valid|test)\s+)?([\w.\-]+):\s*(\S+)\s*$")
+
+
+def read_train_log(path: str | os.PathLike) -> list[dict[str, float]]:
+    """Epoch records of a SpeechBrain train log: {"epoch": e, "train loss": x, "valid intent_acc": y, ...}."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        rec: dict[str, float] = {}
+        for part in re.split(r"\s-\s|,", line):
+            m = _FIELD.match(part)
+            if not m:
+                continue
+            stage, key, value = m.groups()
+            try:
+                rec[f"{stage} {key}" if stage else key] = float(value)
+            except ValueError:
+                continue
+        if "epoch" in rec:
+            records.append(rec)
+    return records
+
+
+def plot_train_log(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Path | None:
+    """Draw the curves of ``log_path`` into ``png_path`` (atomically); None (and a logged warning) when the log
+    is missing or has no epoch (a figure never stops a run)."""
+    try:
+        records = read_train_log(log_path)
+    except OSError:
+        return None
+    if not records:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from slukd.report.continual import _save_fig
+
+        epochs = [r["epoch"] for r in records]
+        losses = sorted({k for r in records for k in r if k.endswith("loss") or " kd_" in k or " ao_" in k})
+        metrics = sorted({k for r in records for k in r if k.startswith("valid ") and not k.endswith("loss")})
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for k in losses:
+            axes[0].plot(epochs, [r.get(k, float("nan")) for r in records], marker=".", label=k)
+        axes[0].set_xlabel("epoch")
+        axes[0].set_ylabel("loss")
+        axes[0].legend(fontsize=6)
+        for k in metrics:
+            axes[1].plot(epochs, [r.get(k, float("nan")) for r in records], marker="o", label=k)
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel("validation")
+        if metrics:
+            axes[1].legend(fontsize=6)
+        fig.tight_layout()
+        _save_fig(fig, Path(png_path))
+        plt.close(fig)
+    except Exception as err:  # a figure must never stop a run
+        logger.warning("curves of %s not drawn: %s", log_path, err)
+        return None
+    return Path(png_path)
