@@ -51,7 +51,16 @@ logger = logging.getLogger("captioning_kd")
 
 #: hparams that cannot change results (left out of the run identity; every other resolved setting is in it).
 NOT_IDENTITY = frozenset(
-    {"output_folder", "num_workers", "noprogressbar", "device", "eval_batch_size", "synth_jobs", "audio_cache_mb"}
+    {
+        "output_folder",
+        "num_workers",
+        "noprogressbar",
+        "device",
+        "eval_batch_size",
+        "synth_jobs",
+        "audio_cache_mb",
+        "data_changed",
+    }
 )
 
 

@@ -30,7 +30,7 @@ from speechbrain.utils.distributed import if_main_process
 from slukd.continual import ContinualRunner, RehearsalMemory
 from slukd.continual.first_task import FirstTaskCache, code_fingerprint
 from slukd.continual.memory import memory_budget
-from slukd.continual.runner import barrier
+from slukd.continual.runner import TaskOrderError, barrier
 from slukd.data.audio import set_audio_cache
 from slukd.data.target import ParseStats
 from slukd.distill import Teacher, TeacherTargets
@@ -60,6 +60,8 @@ NOT_IDENTITY = frozenset(
         "eval_batch_size",
         "first_task_cache",
         "audio_cache_mb",
+        "data_changed",
+        "test_data_folder",
     }
 )
 #: hparams that cannot change task 1 (no memory or teacher exists yet): rows differing only in these share it.
@@ -237,7 +239,8 @@ class SLURPIncremental:
             ", ".join(f"{100 * p['intent_acc']:.1f}" for p in scores["per_task"]),
             100 * scores["seen"]["wer"], 100 * scores["seen"]["slu_f1"],
         )  # fmt: skip
-        plot_train_log(self.runner.task_dir(t) / "train_log.txt", self.runner.task_dir(t) / "curves.png")
+        if dest is None:
+            plot_train_log(tdir / "train_log.txt", tdir / "curves.png")
         return {"scenarios": list(self.scenario.tasks[t]), **scores, "parse": stats.as_dict()}
 
     # ---------------------------------------------------------------- rehearsal memory
@@ -291,7 +294,41 @@ def main(argv: list[str]) -> int:
                              first_task_cache=cache, first_task_key=key)  # fmt: skip
     strategy = SLURPIncremental(hparams, run_opts, data, tokenizer, scenario, runner)
     task = hparams["task"]
+    if run_opts.test_only:  # evaluate finished tasks again (on the run's test split or on test_data_folder)
+        return test_only(hparams, strategy, runner, data, int(task) if task is not None else None)
     runner.run(strategy, only_task=int(task) if task is not None else None)
+    return 0
+
+
+def test_only(hparams, strategy, runner, data, only_task):
+    """``--test_only``: the selected model of each finished task (or of ``--task N``) decodes the test split again
+    (or the test split of ``test_data_folder``); predictions, wer.txt and scores go to ``<output_folder>/test_only``
+    and the run's own results are never touched."""
+    import json
+
+    from slukd.data.slurp import prepare_slurp
+    from slukd.slu.data import read_manifest_checked
+    from slukd.utils.io import atomic_write_json
+
+    dest = runner.out / "test_only"
+    if hparams["test_data_folder"]:
+        folder = Path(hparams["test_data_folder"])
+        prepare_slurp(str(folder), str(dest / "manifests"), splits=["test"], skip_bad=hparams["skip_bad"])
+        data.rows["test"] = read_manifest_checked(dest / "manifests" / "test.csv")
+        data.root = str(folder.resolve())
+    tasks = [t for t in range(runner.n_tasks) if runner.done(t)]
+    if only_task is not None:
+        tasks = [t for t in tasks if t == only_task - 1]
+    if not tasks:
+        raise TaskOrderError(f"{runner.out}: no finished task to test (--test_only needs a trained task)")
+    for t in tasks:
+        tdir = dest / f"task{t + 1}"
+        tdir.mkdir(parents=True, exist_ok=True)
+        scores = strategy.evaluate(t, strategy.load_trained(t), dest=tdir)
+        if scores is not None:
+            source = hparams["test_data_folder"] or hparams["data_folder"]
+            atomic_write_json(dest / "results" / f"step{t + 1}.json", {"step": t + 1, "test_data": source, **scores})
+            logger.info("test_only: task %d -> %s", t + 1, json.dumps(scores["seen"]))
     return 0
 
 

@@ -120,7 +120,9 @@ def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
     audio_only = rows.pop("audio_only")
     rows["pool"] = [r for r in audio_only if r["ID"].startswith(POOL_PREFIX)]
     rows["remainder"] = [r for r in audio_only if not r["ID"].startswith(POOL_PREFIX)]
-    report: dict[str, Any] = {"prepare_skipped": prep.get("skipped", {}), "data_state": prep.get("data_state")}
+    report: dict[str, Any] = {"prepare_skipped": prep.get("skipped", {})}
+    if prep.get("data_state") in ("kept", "restarted"):  # a rerun after a data change says how it went on
+        report["data_state"] = prep["data_state"]
     if hp["audio_check"]:
         path = out / AUDIO_CHECK_NAME
         run_on_main(

@@ -99,7 +99,9 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
     for split in ("train", "devel", "test"):
         if not rows[split]:
             raise ValueError(f"{out / 'manifests' / (split + '.csv')}: the {split} manifest is empty")
-    report = {"prepare_skipped": read_prepare_report(out / "manifests").skipped, "data_state": state}
+    report = {"prepare_skipped": read_prepare_report(out / "manifests").skipped}
+    if state in ("kept", "restarted"):  # a rerun after a data change says how it went on
+        report["data_state"] = state
     return rows, str(data_folder.resolve()), report
 
 

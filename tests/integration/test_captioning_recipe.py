@@ -15,9 +15,9 @@ import torch
 
 from slukd.config import load_hparams
 from slukd.utils.run import IncompatibleRunError
+from tests.conftest import REPO  # noqa: E402
 from tests.helpers_slu import recipe_module
 
-from tests.conftest import REPO  # noqa: E402
 HP = REPO / "hparams" / "captioning_kd"
 TINY = REPO / "tests" / "hparams" / "captioning_tiny.yaml"
 

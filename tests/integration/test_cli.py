@@ -19,10 +19,23 @@ def _run(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["--help"], ["train", "--help"], ["sweep", "--help"], ["demo", "--help"], ["report", "--help"],
-     ["synth", "--help"], ["synth", "slu", "--help"], ["synth", "scenes", "--help"], ["score", "--help"],
-     ["score", "slurp", "--help"], ["bench", "--help"], ["understand", "--help"], ["caption", "--help"],
-     ["train", "slu", "seq_kd", "--help"]],  # fmt: skip
+    [
+        [],
+        ["--help"],
+        ["train", "--help"],
+        ["sweep", "--help"],
+        ["demo", "--help"],
+        ["report", "--help"],
+        ["synth", "--help"],
+        ["synth", "slu", "--help"],
+        ["synth", "scenes", "--help"],
+        ["score", "--help"],
+        ["score", "slurp", "--help"],
+        ["bench", "--help"],
+        ["understand", "--help"],
+        ["caption", "--help"],
+        ["train", "slu", "seq_kd", "--help"],
+    ],  # fmt: skip
 )
 def test_help_on_every_level(argv):
     proc = _run(*SLUKD, *argv)
@@ -36,7 +49,9 @@ def test_recipe_help_lists_the_rows_hparams_with_comments():
     for recipe, row in (("slurp_incremental", "seq_kd"), ("captioning_kd", "student_seqkd")):
         proc = _run(sys.executable, f"recipes/{recipe}.py", f"hparams/{recipe}/{row}.yaml", "--help")
         assert proc.returncode == 0, proc.stderr
-        assert "--seq_kd_weight" in proc.stdout and "sequence-level KD" in proc.stdout.replace("seq-KD", "sequence-level KD")
+        assert "--seq_kd_weight" in proc.stdout and "sequence-level KD" in proc.stdout.replace(
+            "seq-KD", "sequence-level KD"
+        )
         assert "Traceback" not in proc.stderr
 
 
@@ -48,8 +63,8 @@ def test_a_user_error_is_one_line_and_a_traceback_only_with_verbose(tmp_path):
     assert not (tmp_path / "o").exists()  # refused before any work
     verbose = _run(*SLUKD, "--verbose", "train", "slu", "seq_kd", "--later_task_epochs", "one")
     assert verbose.returncode != 0 and "Traceback" in verbose.stderr
-    for argv in (["train", "slu", "no_such_row"], ["report", str(tmp_path / "none")], ["bench", "nope"],
-                 ["score", "slurp", "--gold", str(tmp_path / "g.jsonl"), "--pred", str(tmp_path / "p.jsonl")]):  # fmt: skip
+    score = ["score", "slurp", "--gold", str(tmp_path / "g.jsonl"), "--pred", str(tmp_path / "p.jsonl")]
+    for argv in (["train", "slu", "no_such_row"], ["report", str(tmp_path / "none")], ["bench", "nope"], score):
         proc = _run(*SLUKD, *argv)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, argv
     recipe = _run(sys.executable, "recipes/slurp_incremental.py", "hparams/slurp_incremental/seq_kd.yaml",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.conftest import REPO  # noqa: E402
 from tests.helpers_slu import HP, make_corpus, recipe_module, tiny_argv, write_order
 
-from tests.conftest import REPO  # noqa: E402
 YAML_LINE = "extra_kd_terms: [!new:tests.custom_kd.CosineKD {weight: 0.5}]\n"
 
 

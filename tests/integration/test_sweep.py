@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from slukd.sweep import plan_captioning, plan_slu, run_submitit
-from tests.helpers_slu import TINY, make_corpus, write_order
-
 from tests.conftest import REPO  # noqa: E402
+from tests.helpers_slu import TINY, make_corpus, write_order
 
 
 def test_slu_plan_orders_first_task_producers_first_and_joint_once(tmp_path):
