@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.slukd-installed
-APT_PACKAGES := espeak-ng default-jre-headless
+APT_PACKAGES := espeak-ng default-jre-headless libjemalloc2
 
 .PHONY: setup system venv demo test lint format clean
 
@@ -19,6 +19,7 @@ system:
 	@missing=""; \
 	command -v espeak-ng >/dev/null 2>&1 || missing="$$missing espeak-ng"; \
 	command -v java >/dev/null 2>&1 || missing="$$missing default-jre-headless"; \
+	ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || missing="$$missing libjemalloc2"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing system packages:$$missing"; \
