@@ -66,12 +66,22 @@ class Run:
         return all((self.out / f"task{k}" / "DONE").is_file() for k in range(1, n + 1))
 
 
+#: SpeechBrain run options that are flags (``--noprogressbar``, not ``--noprogressbar=true``)
+FLAG_OPTIONS = {"noprogressbar", "debug", "test_only", "debug_persistently", "data_parallel_backend", "jit", "compile",
+                "find_unused_parameters", "skip_nonfinite_grads", "tqdm_colored_bar"}  # fmt: skip
+
+
 def _overrides(pairs: list[str], extra: list[str]) -> list[str]:
+    """``--set KEY=VALUE`` pairs as recipe arguments (a SpeechBrain flag set to true becomes ``--flag``)."""
     out = []
     for p in pairs:
         if "=" not in p:
             raise ValueError(f"--set expects KEY=VALUE, got {p!r}")
         k, v = p.split("=", 1)
+        if k in FLAG_OPTIONS:
+            if v.lower() in ("true", "1", "yes"):
+                out.append(f"--{k}")
+            continue
         out.append(f"--{k}={v}")
     return out + list(extra)
 
