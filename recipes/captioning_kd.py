@@ -103,12 +103,68 @@ def _collate(items):
     return PaddedBatch(items)
 
 
+def make_brain(hparams, run_opts, model, vocab, data, ao_rows, teacher, kd_terms, targets, out):
+    """The CaptionBrain of the row, its datasets, sampler, schedule and logs (returns brain, counter, train/valid
+    sets and the loader arguments for ``fit``)."""
+    clock = EpochClock(hparams["seed"])
+    sr, crop = hparams["sample_rate"], hparams["max_audio_seconds"]
+    train_ds = caption_dataset(data.rows["train"], vocab, clock, sr, crop)  # the epoch's reference per clip
+    valid_ds = caption_dataset(data.rows["valid"], vocab, None, sr, crop, sort=True)
+    ao_ds = None  # audio-only clips with the teacher's pseudo-caption as their target
+    if ao_rows and targets is not None and targets.want_hyps:
+        ao_ds = pseudo_caption_dataset(ao_rows, targets.hyps, vocab.bos_id, vocab.eos_id, sr, crop)
+    epochs = hparams["number_of_epochs"]
+    counter = hparams["epoch_counter"](limit=epochs)
+    checkpointer = CompleteCheckpointer(out / "save", recoverables={"model": model, "counter": counter})
+    brain = CaptionBrain(
+        modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
+        checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms, kd_mode="sum", targets=targets,
+    )  # fmt: skip
+    brain.vocab, brain.clock, brain.valid_refs = vocab, clock, {r["ID"]: r["captions"] for r in data.rows["valid"]}
+    brain.bos_id, brain.eos_id, brain.pad_id = vocab.bos_id, vocab.eos_id, vocab.pad_id
+    brain.valid_beam_size, brain.max_decode_len = hparams["valid_beam_size"], hparams["max_decode_len"]
+    brain.valid_every, brain.seed_base = hparams["valid_every"], hparams["seed"] * 1_000_003
+    train_set, loader_kwargs, brain.sampler = train_loader(
+        hparams["batching"], train_ds, [r["duration"] for r in data.rows["train"]], hparams["batch_size"],
+        hparams["seed"] * 7919, hparams["num_workers"],
+    )  # fmt: skip
+    brain.lr_schedule = hparams["lr_schedule"]
+    per_epoch = len(brain.sampler) if not loader_kwargs else len(train_ds) / (hparams["batch_size"] * world_size())
+    brain.lr_schedule.total_steps = epochs * math.ceil(per_epoch)
+    brain.train_logger = make_train_logger(hparams, out / "train_log.txt", out / "tensorboard")
+    brain.train_log_path, brain.epoch_times_path = out / "train_log.txt", out / "epoch_times.json"
+    brain.batch_hook = lambda k: maybe_die("train", 1, k)
+    brain.audio_only_set, brain.audio_only_durations = ao_ds, [r["duration"] for r in ao_rows]
+    brain.audio_only_loader_kwargs = {"batch_size": hparams["audio_only_batch_size"],
+                                      "num_workers": hparams["num_workers"]}  # fmt: skip
+    brain.batching = hparams["batching"]
+    valid_kwargs = {"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]}
+    return brain, counter, checkpointer, train_set, valid_ds, loader_kwargs, valid_kwargs
+
+
+def test_model(hparams, model, vocab, data, device, out):
+    """Beam search over the whole test split, metrics at once; the main process writes the predictions."""
+    test_ds = audio_dataset(data.rows["test"], hparams["sample_rate"], hparams["max_audio_seconds"])
+    metrics, preds = evaluate_split(
+        model, vocab, test_ds, {r["ID"]: r["captions"] for r in data.rows["test"]},
+        beam_size=hparams["test_beam_size"], batch_size=hparams["eval_batch_size"],
+        max_len=hparams["max_decode_len"], device=device, precision=hparams["eval_precision"],
+        progress=not hparams["noprogressbar"], metric_options=hparams["metric_options"],
+        on_batch=lambda k: maybe_die("eval", 1, k),
+    )  # fmt: skip
+    if if_main_process():
+        write_outputs(out, "test", metrics, preds, data.rows["test"], n_samples=hparams["n_samples"])
+        for name, why in metrics["skipped"].items():
+            logger.info("%s skipped: %s", name, why)
+    return metrics
+
+
 def main(argv: list[str]) -> int:
     hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/captioning_kd.py")
     out = Path(hparams["output_folder"])
     device = run_opts.device or "cpu"
     set_audio_cache(hparams["audio_cache_mb"])
-    if (out / "results.json").is_file():  # the run record was checked: same settings, finished
+    if (out / "results.json").is_file() and not run_opts.test_only:  # same settings (checked), finished
         results = json.loads((out / "results.json").read_text(encoding="utf-8"))
         logger.info("%s is finished (results.json present): CIDEr-D %.3f", out, results["test"]["CIDEr_D"])
         print(f"{hparams['row']}: CIDEr-D {results['test']['CIDEr_D']:.3f} (finished earlier)")
@@ -117,6 +173,11 @@ def main(argv: list[str]) -> int:
     # data: corpus, manifests, clips decoded once, audio-only pools
     data = prepare_captions(hparams, out)
     ao_rows = audio_only_rows(hparams, data)
+    if run_opts.test_only:  # the finished model on the test split again (a new corpus: --data_folder elsewhere)
+        model = load_model(out, out / "model.ckpt", device)
+        metrics = test_model(hparams, model, WordVocab.load(out / "vocab.json"), data, device, out / "test_only")
+        print(f"{hparams['row']} (test_only): CIDEr-D {metrics['CIDEr_D']:.3f}")
+        return 0
 
     # KD terms of the row; with any, the frozen teacher (whose vocabulary the student shares)
     kd_terms = [t for t in hparams["kd_terms"] + hparams["extra_kd_terms"] if t.active]
@@ -149,90 +210,36 @@ def main(argv: list[str]) -> int:
         for term in kd_terms:
             term.setup(model.encoder_dim, teacher.module.encoder_dim, target_mean=mean)
 
-    # datasets: this epoch's reference per training clip; audio-only clips with the teacher's pseudo-caption
-    clock = EpochClock(hparams["seed"])
-    sr, crop = hparams["sample_rate"], hparams["max_audio_seconds"]
-    train_ds = caption_dataset(data.rows["train"], vocab, clock, sr, crop)
-    valid_ds = caption_dataset(data.rows["valid"], vocab, None, sr, crop, sort=True)
-    ao_ds = None
-    if ao_rows and targets is not None and targets.want_hyps:
-        ao_ds = pseudo_caption_dataset(ao_rows, targets.hyps, vocab.bos_id, vocab.eos_id, sr, crop)
-
-    # the Brain
-    epochs = hparams["number_of_epochs"]
-    counter = hparams["epoch_counter"](limit=epochs)
-    checkpointer = CompleteCheckpointer(out / "save", recoverables={"model": model, "counter": counter})
-    brain = CaptionBrain(
-        modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
-        checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms, kd_mode="sum", targets=targets,
-    )  # fmt: skip
-    brain.vocab, brain.clock, brain.valid_refs = vocab, clock, {r["ID"]: r["captions"] for r in data.rows["valid"]}
-    brain.bos_id, brain.eos_id, brain.pad_id = vocab.bos_id, vocab.eos_id, vocab.pad_id
-    brain.valid_beam_size, brain.max_decode_len = hparams["valid_beam_size"], hparams["max_decode_len"]
-    brain.valid_every, brain.seed_base = hparams["valid_every"], hparams["seed"] * 1_000_003
-    train_set, loader_kwargs, brain.sampler = train_loader(
-        hparams["batching"], train_ds, [r["duration"] for r in data.rows["train"]], hparams["batch_size"],
-        hparams["seed"] * 7919, hparams["num_workers"],
-    )  # fmt: skip
-    brain.lr_schedule = hparams["lr_schedule"]
-    per_epoch = len(brain.sampler) if not loader_kwargs else len(train_ds) / (hparams["batch_size"] * world_size())
-    brain.lr_schedule.total_steps = epochs * math.ceil(per_epoch)
-    brain.train_logger = make_train_logger(hparams, out / "train_log.txt", out / "tensorboard")
-    brain.train_log_path, brain.epoch_times_path = out / "train_log.txt", out / "epoch_times.json"
-    brain.batch_hook = lambda k: maybe_die("train", 1, k)
-    brain.audio_only_set = ao_ds
-    brain.audio_only_loader_kwargs = {"batch_size": hparams["audio_only_batch_size"],
-                                      "num_workers": hparams["num_workers"]}  # fmt: skip
-    brain.audio_only_durations, brain.batching = [r["duration"] for r in ao_rows], hparams["batching"]
-    brain.fit(
-        counter, train_set, valid_ds, train_loader_kwargs=loader_kwargs,
-        valid_loader_kwargs={"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]},
-    )  # fmt: skip
-
-    # test with the best validation checkpoint (beam search over the whole split, metrics at once)
+    # train, keeping the best validation checkpoint (CIDEr-D)
+    brain, counter, checkpointer, train_set, valid_ds, loader_kwargs, valid_kwargs = make_brain(
+        hparams, run_opts, model, vocab, data, ao_rows, teacher, kd_terms, targets, out
+    )
+    brain.fit(counter, train_set, valid_ds, train_loader_kwargs=loader_kwargs, valid_loader_kwargs=valid_kwargs)
     best = checkpointer.recover_if_possible(max_key="CIDEr_D")
     if best is None:
         raise RuntimeError(f"{out / 'save'}: no checkpoint after training")
-    model = brain._model
-    test_ds = audio_dataset(data.rows["test"], sr, crop)
-    metrics, preds = evaluate_split(
-        model, vocab, test_ds, {r["ID"]: r["captions"] for r in data.rows["test"]},
-        beam_size=hparams["test_beam_size"], batch_size=hparams["eval_batch_size"],
-        max_len=hparams["max_decode_len"], device=device, precision=hparams["eval_precision"],
-        progress=not hparams["noprogressbar"], metric_options=hparams["metric_options"],
-        on_batch=lambda k: maybe_die("eval", 1, k),
-    )  # fmt: skip
+
+    # test with the best checkpoint; results.json is written last (it marks a finished row)
+    metrics = test_model(hparams, brain._model, vocab, data, device, out)
     if not if_main_process():
         return 0
-    atomic_torch_save(model.state_dict(), out / "model.ckpt")
-    write_outputs(out, "test", metrics, preds, data.rows["test"], n_samples=hparams["n_samples"])
+    atomic_torch_save(brain._model.state_dict(), out / "model.ckpt")
     plot_train_log(out / "train_log.txt", out / "curves.png")
-    for name, why in metrics["skipped"].items():
-        logger.info("%s skipped: %s", name, why)
     times = json.loads((out / "epoch_times.json").read_text(encoding="utf-8"))
     results = {
-        "row": hparams["row"],
-        "role": hparams["role"],
-        "seed": hparams["seed"],
+        "row": hparams["row"], "role": hparams["role"], "seed": hparams["seed"],
         "kd": "+".join(f"{t.name}-{t.kind}" if t.name == "enc" else t.name for t in brain.kd_terms) or "-",
-        "captioned_fraction": float(hparams["captioned_fraction"]),
-        "audio_only": hparams["audio_only"],
+        "captioned_fraction": float(hparams["captioned_fraction"]), "audio_only": hparams["audio_only"],
         "teacher": str(hparams["teacher_folder"]) if teacher is not None else None,
         "teacher_fingerprint": teacher.fingerprint if teacher is not None else None,
-        "params": n_params,
-        "n_train": len(data.rows["train"]),
-        "n_audio_only": len(ao_rows) if ao_ds is not None else 0,
-        "best_valid_CIDEr_D": best.meta.get("CIDEr_D"),
-        "best_epoch": best.meta.get("epoch"),
-        "epochs": epochs,
-        "steps": brain.optimizer_step,
-        "train_minutes": round(sum(times.values()) / 60, 2),
-        "targets_s": round(targets_s, 1),
-        "precision": hparams["precision"],
-        "eval_precision": hparams["eval_precision"],
-        "data": data.report,
+        "params": n_params, "n_train": len(data.rows["train"]),
+        "n_audio_only": len(ao_rows) if brain.audio_only_set is not None else 0,
+        "best_valid_CIDEr_D": best.meta.get("CIDEr_D"), "best_epoch": best.meta.get("epoch"),
+        "epochs": hparams["number_of_epochs"], "steps": brain.optimizer_step,
+        "train_minutes": round(sum(times.values()) / 60, 2), "targets_s": round(targets_s, 1),
+        "precision": hparams["precision"], "eval_precision": hparams["eval_precision"], "data": data.report,
         "test": {k: v for k, v in metrics.items() if not k.startswith("per_item_")},
-    }
+    }  # fmt: skip
     atomic_write_json(out / "results.json", results)
     print(f"{hparams['row']}: CIDEr-D {metrics['CIDEr_D']:.3f}  BLEU-4 {metrics['BLEU_4']:.3f}  "
           f"ROUGE-L {metrics['ROUGE_L']:.3f}")  # fmt: skip

@@ -326,6 +326,103 @@ def prepare_clotho(
     return _finish(save, out, stats, meta)
 
 
+def _audiocaps_candidates(yid: str, start: str, cap_id: str) -> list[str]:
+    """Audio file stems tried for a clip, in order: ``<yid>_<start>``, ``<yid>_<int(start)>``, ``<yid>_<start>.000``,
+    ``Y<yid>``, ``<yid>``, ``<audiocap_id>``."""
+    cand = [f"{yid}_{start}", f"{yid}_{start}.000", f"Y{yid}", yid, cap_id]
+    try:
+        cand.insert(1, f"{yid}_{int(float(start))}")
+    except ValueError:
+        pass
+    return cand
+
+
+def _repeated_caption(
+    seen: _FirstSeen, cap_id: str, key: str, cap: str, split: str, where: str, stats: SkipStats
+) -> bool:
+    """True (and counted as ``duplicate_caption`` / ``conflicting_caption``) when ``cap_id`` was read before."""
+    dup = seen.check(cap_id, (key, cap), where)
+    if dup is None:
+        return False
+    kind, where0 = dup
+    if kind == "same":
+        stats.skip(split, "duplicate_caption", where, f"audiocap_id {cap_id} repeats {where0}")
+    else:
+        stats.skip(
+            split,
+            "conflicting_caption",
+            where,
+            f"audiocap_id {cap_id} was read at {where0} with another clip or caption; the first is kept",
+        )
+    return True
+
+
+def _read_audiocaps_csv(
+    csv_path: Path, audio_dir: Path, split: str, stats: SkipStats
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """One AudioCaps CSV (a row per caption) -> ({clip key: row with its captions, duration 0}, {clip key: file:line
+    of its first row}). Clips are keyed ``<youtube_id>_<start_time>``; a clip without audio is counted once."""
+    index = {p.stem: p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTS}
+    clips: dict[str, dict[str, Any]] = {}
+    where_of: dict[str, str] = {}  # clip key -> file:line of its first row
+    no_audio: set[str] = set()
+    seen = _FirstSeen()
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        need = {"audiocap_id", "youtube_id", "start_time", "caption"}
+        if not need <= set(reader.fieldnames or []):
+            raise ValueError(f"{csv_path}: expected columns {sorted(need)}; got {reader.fieldnames}")
+        for r in reader:
+            where = f"{csv_path}:{reader.line_num}"
+            yid, start = (r["youtube_id"] or "").strip(), (r["start_time"] or "").strip()
+            cap, cap_id = (r["caption"] or "").strip(), (r["audiocap_id"] or "").strip()
+            if not yid:
+                stats.skip(split, "missing_field", where, "no youtube_id")
+                continue
+            if not cap:
+                stats.skip(split, "no_caption", where, f"youtube_id {yid}")
+                continue
+            key = f"{yid}_{start}"
+            if cap_id and _repeated_caption(seen, cap_id, key, cap, split, where, stats):
+                continue
+            if key in no_audio:
+                continue  # the clip was counted once as missing_audio
+            if key in clips:
+                clips[key]["captions"].append(cap)
+                continue
+            wav = next((index[c] for c in _audiocaps_candidates(yid, start, cap_id) if c in index), None)
+            if wav is None:
+                no_audio.add(key)
+                stats.skip(split, "missing_audio", where, f"no audio for youtube_id {yid} start {start} in {audio_dir}")
+                continue
+            clips[key] = {"ID": f"{split}_{key}", "wav": str(wav.resolve()), "duration": 0.0, "captions": [cap]}
+            where_of[key] = where
+    return clips, where_of
+
+
+def _audiocaps_rows(
+    clips: dict[str, dict[str, Any]], where_of: dict[str, str], split: str, want: int | None, stats: SkipStats
+) -> list[dict[str, Any]]:
+    """The clips with ``want`` captions (None: any) whose audio reads, with their durations filled in."""
+    rows = []
+    for key, c in clips.items():
+        if want is not None and len(c["captions"]) != want:
+            stats.skip(
+                split,
+                "wrong_caption_count",
+                where_of[key],
+                f"clip {key} has {len(c['captions'])} captions, not {want}",
+            )
+            continue
+        try:
+            c["duration"] = round(_duration(Path(c["wav"])), 3)
+        except Exception as err:  # unreadable audio
+            stats.skip(split, "unreadable_audio", where_of[key], f"{c['wav']}: {err}")
+            continue
+        rows.append(c)
+    return rows
+
+
 def prepare_audiocaps(
     data_folder: str | os.PathLike,
     save_folder: str | os.PathLike,
@@ -353,79 +450,8 @@ def prepare_audiocaps(
         if not csv_path.is_file():
             raise FileNotFoundError(f"{csv_path} not found (AudioCaps CSVs expected in {data})")
         audio_dir = _find_dir(data, (aname, f"audio/{aname}", split, f"audio/{split}")) or data
-        index = {p.stem: p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTS}
-        clips: dict[str, dict[str, Any]] = {}
-        where_of: dict[str, str] = {}  # clip key -> file:line of its first row
-        no_audio: set[str] = set()
-        seen = _FirstSeen()
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            need = {"audiocap_id", "youtube_id", "start_time", "caption"}
-            if not need <= set(reader.fieldnames or []):
-                raise ValueError(f"{csv_path}: expected columns {sorted(need)}; got {reader.fieldnames}")
-            for r in reader:
-                where = f"{csv_path}:{reader.line_num}"
-                yid, start = (r["youtube_id"] or "").strip(), (r["start_time"] or "").strip()
-                cap, cap_id = (r["caption"] or "").strip(), (r["audiocap_id"] or "").strip()
-                if not yid:
-                    stats.skip(split, "missing_field", where, "no youtube_id")
-                    continue
-                if not cap:
-                    stats.skip(split, "no_caption", where, f"youtube_id {yid}")
-                    continue
-                key = f"{yid}_{start}"
-                if cap_id:
-                    dup = seen.check(cap_id, (key, cap), where)
-                    if dup is not None:
-                        kind, where0 = dup
-                        if kind == "same":
-                            stats.skip(split, "duplicate_caption", where, f"audiocap_id {cap_id} repeats {where0}")
-                        else:
-                            stats.skip(
-                                split,
-                                "conflicting_caption",
-                                where,
-                                f"audiocap_id {cap_id} was read at {where0} with another clip or caption; "
-                                "the first is kept",
-                            )
-                        continue
-                if key in no_audio:
-                    continue  # the clip was counted once as missing_audio
-                if key in clips:
-                    clips[key]["captions"].append(cap)
-                    continue
-                cand = [f"{yid}_{start}", f"{yid}_{start}.000", f"Y{yid}", yid, cap_id]
-                try:
-                    cand.insert(1, f"{yid}_{int(float(start))}")
-                except ValueError:
-                    pass
-                wav = next((index[c] for c in cand if c in index), None)
-                if wav is None:
-                    no_audio.add(key)
-                    stats.skip(
-                        split, "missing_audio", where, f"no audio for youtube_id {yid} start {start} in {audio_dir}"
-                    )
-                    continue
-                clips[key] = {"ID": f"{split}_{key}", "wav": str(wav.resolve()), "duration": 0.0, "captions": [cap]}
-                where_of[key] = where
-        rows = []
-        want = (captions_per_clip or {}).get(split)
-        for key, c in clips.items():
-            if want is not None and len(c["captions"]) != want:
-                stats.skip(
-                    split,
-                    "wrong_caption_count",
-                    where_of[key],
-                    f"clip {key} has {len(c['captions'])} captions, not {want}",
-                )
-                continue
-            try:
-                c["duration"] = round(_duration(Path(c["wav"])), 3)
-            except Exception as err:  # unreadable audio
-                stats.skip(split, "unreadable_audio", where_of[key], f"{c['wav']}: {err}")
-                continue
-            rows.append(c)
-        out[split] = rows
+        clips, where_of = _read_audiocaps_csv(csv_path, audio_dir, split, stats)
+        out[split] = _audiocaps_rows(clips, where_of, split, (captions_per_clip or {}).get(split), stats)
     out["train"], dropped = _split_captioned(out["train"], captioned_fraction, seed)
     pool = _audio_only_rows(Path(audio_only_folder), stats, _FirstSeen()) if audio_only_folder is not None else []
     out["audio_only"] = pool + dropped

@@ -18,7 +18,8 @@ entities) are errors naming both lines, or with ``skip_bad`` the first is kept a
 (``conflicting_slurp_id``, ``conflicting_recording``).
 
 :class:`SlurpFormatError` is the one error class for SLURP-format input in :mod:`slukd.data` (the SLU corpus
-synthesiser reads SLURP jsonl through :func:`load_line` too).
+synthesiser reads SLURP jsonl through :func:`load_line` too) and in :mod:`slukd.metrics.slurp_scorer` (gold and
+prediction files, which imports it from here; :mod:`slukd.data` never imports :mod:`slukd.metrics`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from slukd.data.target import SLURP_ENTITY_TYPES, SLURP_SCENARIO_ACTIONS, normalise_text, serialise
 from slukd.utils.io import atomic_write_json, atomic_write_text
@@ -216,6 +218,187 @@ def _options_key(data_folder: Path, splits, max_duration, headset_only, skip_bad
     }
 
 
+def _check_prepare_args(
+    data_folder: Path, out_dir: Path, splits, max_duration: float | None, audio_check: bool
+) -> None:
+    """Raise on a missing data folder, an ``out_dir`` inside it, ``max_duration`` without audio, unknown splits."""
+    if not data_folder.is_dir():
+        raise FileNotFoundError(f"SLURP data folder not found: {data_folder}")
+    if out_dir.resolve() == data_folder.resolve() or data_folder.resolve() in out_dir.resolve().parents:
+        raise ValueError(f"manifests must not go into the data folder: {out_dir}")
+    if max_duration is not None and not audio_check:
+        raise ValueError("max_duration needs audio_check=True (durations come from the audio files)")
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected some of {SPLITS}")
+
+
+def _reusable(report_path: Path, key: dict) -> tuple[dict[str, Path], PrepareReport] | None:
+    """The manifests and report of an earlier run with the same options (``key``) whose CSVs all exist, else None."""
+    if not report_path.is_file():
+        return None
+    try:
+        old = json.loads(report_path.read_text())
+        paths = {s: Path(p) for s, p in old.get("csv", {}).items()}
+        if old.get("options") == key and all(p.is_file() for p in paths.values()):
+            logger.info("SLURP manifests in %s are up to date: reusing them", report_path.parent)
+            return paths, PrepareReport(**old["report"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+class _SplitReader:
+    """Reads one split's jsonl into manifest rows: skips by reason, repeats of slurp_ids and recordings (the first
+    occurrence of each is remembered with its ``file:line`` and labels), audio checks.
+
+    ``unknown`` (labels outside the built-in inventory) is shared by all splits; ``sf`` is the soundfile module when
+    audio is checked, else None.
+    """
+
+    def __init__(
+        self,
+        data_folder: Path,
+        split: str,
+        headset_only: bool,
+        skip_bad: bool,
+        max_duration: float | None,
+        unknown: Counter,
+        sf: ModuleType | None = None,
+    ) -> None:
+        self.sub = audio_subdir(data_folder, split)
+        self.audio_dir = data_folder / self.sub
+        self.headset_only, self.skip_bad, self.max_duration = headset_only, skip_bad, max_duration
+        self.unknown = unknown
+        self.sf = sf
+        self.skipped: Counter = Counter()
+        self.rows: list[list] = []
+        self.first_sent: dict[str, tuple[str, dict]] = {}  # slurp_id -> (file:line, labels) of its first line
+        self.first_rec: dict[str, tuple[str, dict]] = {}  # recording ID -> (file:line, labels + file) of its first row
+        self.n_sent = 0
+
+    def read(self, jsonl: Path) -> None:
+        with open(jsonl, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if raw.strip():
+                    self._line(raw, f"{jsonl}:{lineno}")
+
+    def _line(self, raw: bytes, where: str) -> None:
+        try:
+            _, sent = load_line(raw, where)
+        except SlurpFormatError as err:
+            if not self.skip_bad:
+                raise
+            self.skipped[_reason_of(err)] += 1
+            logger.warning("skipped: %s", err)
+            return
+        labels = _labels(sent)
+        if not self._sentence(sent, labels, where):
+            return
+        ents_json = json.dumps(sent["entities"], ensure_ascii=False)
+        for fname in sent["recordings"]:
+            self._recording(sent, labels, fname, ents_json, where)
+
+    def _sentence(self, sent: dict, labels: dict, where: str) -> bool:
+        """Count a new slurp_id (and its unknown labels) or a repeat; False: a conflicting repeat, skipped."""
+        sid = str(sent["slurp_id"])
+        if sid in self.first_sent:
+            where0, labels0 = self.first_sent[sid]
+            if labels0 != labels:
+                _skip_or_raise(
+                    self.skipped,
+                    self.skip_bad,
+                    "conflicting_slurp_id",
+                    f"{where}: slurp_id {sid} was first read at {where0} with other labels "
+                    f"({_differences(labels0, labels)}) (conflicting_slurp_id)",
+                )
+                return False
+            self.skipped["duplicate_slurp_id"] += 1
+            logger.warning(
+                "%s: slurp_id %s repeats %s with the same labels (duplicate_slurp_id): kept once", where, sid, where0
+            )
+            return True
+        self.first_sent[sid] = (where, labels)
+        self.n_sent += 1
+        if sent["intent"] not in _KNOWN_INTENTS:
+            self.unknown[f"intent:{sent['intent']}"] += 1
+        for e in sent["entities"]:
+            if e["type"] not in _ENTITY_SET:
+                self.unknown[f"entity_type:{e['type']}"] += 1
+        return True
+
+    def _recording(self, sent: dict, labels: dict, fname: str, ents_json: str, where: str) -> None:
+        """Append the manifest row of one recording, unless it is skipped (not headset, repeat, audio)."""
+        if self.headset_only and "-headset" not in fname:
+            self.skipped["not_headset"] += 1
+            return
+        uid = Path(fname).stem
+        rec_labels = dict(labels, file=fname)
+        if uid in self.first_rec:
+            where0, labels0 = self.first_rec[uid]
+            if labels0 != rec_labels:
+                _skip_or_raise(
+                    self.skipped,
+                    self.skip_bad,
+                    "conflicting_recording",
+                    f"{where}: recording {uid} was first read at {where0} with other labels "
+                    f"({_differences(labels0, rec_labels)}) (conflicting_recording)",
+                )
+                return
+            self.skipped["duplicate_recording"] += 1
+            logger.warning(
+                "%s: recording %s repeats %s with the same labels (duplicate_recording): kept once",
+                where,
+                fname,
+                where0,
+            )
+            return
+        self.first_rec[uid] = (where, rec_labels)
+        duration = -1.0
+        if self.sf is not None:
+            duration = self._duration(fname, where)
+            if duration is None:
+                return
+        self.rows.append(
+            [
+                uid,
+                f"$data_root/{self.sub}/{fname}",
+                f"{duration:.3f}",
+                sent["slurp_id"],
+                sent["scenario"],
+                sent["action"],
+                sent["intent"],
+                sent["transcript"],
+                ents_json,
+                sent["target"],
+            ]
+        )
+
+    def _duration(self, fname: str, where: str) -> float | None:
+        """Seconds of ``audio_dir/fname`` from its header; None when it is skipped (missing, unreadable, too long)."""
+        apath = self.audio_dir / fname
+        if not apath.is_file():
+            _skip_or_raise(
+                self.skipped, self.skip_bad, "missing_audio", f"{where}: missing audio {apath} (missing_audio)"
+            )
+            return None
+        try:
+            info = self.sf.info(str(apath))
+            duration = float(info.frames) / float(info.samplerate)
+        except Exception as err:
+            _skip_or_raise(
+                self.skipped,
+                self.skip_bad,
+                "unreadable_audio",
+                f"{where}: unreadable audio {apath}: {err} (unreadable_audio)",
+            )
+            return None
+        if self.max_duration is not None and duration > self.max_duration:
+            self.skipped["too_long"] += 1
+            return None
+        return duration
+
+
 def prepare_slurp_with_report(
     data_folder: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -230,31 +413,18 @@ def prepare_slurp_with_report(
     t0 = time.perf_counter()
     data_folder = Path(data_folder)
     out_dir = Path(out_dir)
-    if not data_folder.is_dir():
-        raise FileNotFoundError(f"SLURP data folder not found: {data_folder}")
-    if out_dir.resolve() == data_folder.resolve() or data_folder.resolve() in out_dir.resolve().parents:
-        raise ValueError(f"manifests must not go into the data folder: {out_dir}")
-    if max_duration is not None and not audio_check:
-        raise ValueError("max_duration needs audio_check=True (durations come from the audio files)")
-    for split in splits:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected some of {SPLITS}")
+    _check_prepare_args(data_folder, out_dir, splits, max_duration, audio_check)
     key = _options_key(data_folder, splits, max_duration, headset_only, skip_bad, audio_check)
     report_path = out_dir / REPORT_NAME
-    if reuse and report_path.is_file():
-        try:
-            old = json.loads(report_path.read_text())
-            paths = {s: Path(p) for s, p in old.get("csv", {}).items()}
-            if old.get("options") == key and all(p.is_file() for p in paths.values()):
-                logger.info("SLURP manifests in %s are up to date: reusing them", out_dir)
-                rep = PrepareReport(**old["report"])
-                return paths, rep
-        except (ValueError, KeyError, TypeError):
-            pass
+    if reuse:
+        reused = _reusable(report_path, key)
+        if reused is not None:
+            return reused
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PrepareReport(audio_check=audio_check)
     unknown: Counter = Counter()
     paths: dict[str, Path] = {}
+    sf = None
     if audio_check:
         import soundfile as sf
     for split in splits:
@@ -263,126 +433,21 @@ def prepare_slurp_with_report(
             logger.warning("no %s.jsonl under %s: split skipped", split, data_folder)
             report.missing_splits.append(split)
             continue
-        sub = audio_subdir(data_folder, split)
-        audio_dir = data_folder / sub
-        skipped: Counter = Counter()
-        rows: list[list] = []
-        first_sent: dict[str, tuple[str, dict]] = {}  # slurp_id -> (file:line, labels) of its first line
-        first_rec: dict[str, tuple[str, dict]] = {}  # recording ID -> (file:line, labels + file) of its first row
-        n_sent = 0
-
-        with open(jsonl, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                where = f"{jsonl}:{lineno}"
-                try:
-                    _, sent = load_line(raw, where)
-                except SlurpFormatError as err:
-                    if not skip_bad:
-                        raise
-                    skipped[_reason_of(err)] += 1
-                    logger.warning("skipped: %s", err)
-                    continue
-                labels = _labels(sent)
-                sid = str(sent["slurp_id"])
-                if sid in first_sent:
-                    where0, labels0 = first_sent[sid]
-                    if labels0 != labels:
-                        _skip_or_raise(
-                            skipped,
-                            skip_bad,
-                            "conflicting_slurp_id",
-                            f"{where}: slurp_id {sid} was first read at {where0} with other labels "
-                            f"({_differences(labels0, labels)}) (conflicting_slurp_id)",
-                        )
-                        continue
-                    skipped["duplicate_slurp_id"] += 1
-                    logger.warning(
-                        "%s: slurp_id %s repeats %s with the same labels (duplicate_slurp_id): kept once",
-                        where,
-                        sid,
-                        where0,
-                    )
-                else:
-                    first_sent[sid] = (where, labels)
-                    n_sent += 1
-                    if sent["intent"] not in _KNOWN_INTENTS:
-                        unknown[f"intent:{sent['intent']}"] += 1
-                    for e in sent["entities"]:
-                        if e["type"] not in _ENTITY_SET:
-                            unknown[f"entity_type:{e['type']}"] += 1
-                ents_json = json.dumps(sent["entities"], ensure_ascii=False)
-                for fname in sent["recordings"]:
-                    if headset_only and "-headset" not in fname:
-                        skipped["not_headset"] += 1
-                        continue
-                    uid = Path(fname).stem
-                    rec_labels = dict(labels, file=fname)
-                    if uid in first_rec:
-                        where0, labels0 = first_rec[uid]
-                        if labels0 != rec_labels:
-                            _skip_or_raise(
-                                skipped,
-                                skip_bad,
-                                "conflicting_recording",
-                                f"{where}: recording {uid} was first read at {where0} with other labels "
-                                f"({_differences(labels0, rec_labels)}) (conflicting_recording)",
-                            )
-                            continue
-                        skipped["duplicate_recording"] += 1
-                        logger.warning(
-                            "%s: recording %s repeats %s with the same labels (duplicate_recording): kept once",
-                            where,
-                            fname,
-                            where0,
-                        )
-                        continue
-                    first_rec[uid] = (where, rec_labels)
-                    duration = -1.0
-                    if audio_check:
-                        apath = audio_dir / fname
-                        if not apath.is_file():
-                            _skip_or_raise(
-                                skipped, skip_bad, "missing_audio", f"{where}: missing audio {apath} (missing_audio)"
-                            )
-                            continue
-                        try:
-                            info = sf.info(str(apath))
-                            duration = float(info.frames) / float(info.samplerate)
-                        except Exception as err:
-                            _skip_or_raise(
-                                skipped,
-                                skip_bad,
-                                "unreadable_audio",
-                                f"{where}: unreadable audio {apath}: {err} (unreadable_audio)",
-                            )
-                            continue
-                        if max_duration is not None and duration > max_duration:
-                            skipped["too_long"] += 1
-                            continue
-                    rows.append(
-                        [
-                            uid,
-                            f"$data_root/{sub}/{fname}",
-                            f"{duration:.3f}",
-                            sent["slurp_id"],
-                            sent["scenario"],
-                            sent["action"],
-                            sent["intent"],
-                            sent["transcript"],
-                            ents_json,
-                            sent["target"],
-                        ]
-                    )
+        reader = _SplitReader(data_folder, split, headset_only, skip_bad, max_duration, unknown, sf)
+        reader.read(jsonl)
         csv_path = out_dir / f"{split}.csv"
-        _write_csv(csv_path, rows)
+        _write_csv(csv_path, reader.rows)
         paths[split] = csv_path
-        report.rows[split] = len(rows)
-        report.sentences[split] = n_sent
-        report.skipped[split] = dict(skipped)
+        report.rows[split] = len(reader.rows)
+        report.sentences[split] = reader.n_sent
+        report.skipped[split] = dict(reader.skipped)
         logger.info(
-            "%s: %d recordings of %d sentences -> %s (skipped: %s)", split, len(rows), n_sent, csv_path, dict(skipped)
+            "%s: %d recordings of %d sentences -> %s (skipped: %s)",
+            split,
+            len(reader.rows),
+            reader.n_sent,
+            csv_path,
+            dict(reader.skipped),
         )
     if not paths:
         raise FileNotFoundError(f"none of the splits {list(splits)} has a jsonl file under {data_folder}")

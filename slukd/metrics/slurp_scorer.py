@@ -42,6 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# the one error class for SLURP-format input (gold, predictions, manifests); importable from here too
+from slukd.data.slurp import SlurpFormatError
+
 logger = logging.getLogger(__name__)
 
 try:  # rapidfuzz ships with jiwer; the pure-Python fallback gives identical distances.
@@ -90,10 +93,6 @@ def char_distance(gold: str, pred: str) -> float:
 
 DISTANCES = {"word": word_distance, "char": char_distance}
 METRICS = ("scenario", "action", "intent", "span", "word", "char", "slu")
-
-
-class SlurpFormatError(ValueError):
-    """A gold or prediction file (or item) is malformed; the message names the file and line (or item)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -419,27 +418,7 @@ def _label(counts: _Counts, gold: str, pred: str | None) -> bool:
     return False
 
 
-def score_slurp(
-    gold_items: Iterable[Mapping[str, Any]],
-    predictions: Iterable[Mapping[str, Any]],
-    average: str = "micro",
-    per_label: bool = False,
-    missing: str = "skip",
-    bad_entities: str = "raise",
-) -> SlurpScores:
-    """Score SLURP predictions against gold items, exactly like the official script by default.
-
-    Args:
-        gold_items: dicts {key, scenario, action, entities: [{type, filler}]} (see :func:`load_gold`).
-        predictions: dicts {key, scenario, action, entities: [{type, filler}]}; duplicate keys: the last one wins.
-        average: "micro" (default; sums counts over labels) or "macro" (mean of per-label P, R, F1).
-        per_label: also keep per-label P/R/F1 and counts for every metric.
-        missing: "skip" (official: gold items with no prediction are not scored, only counted) or "error" (they
-            count as a wrong scenario/action/intent, with FP on the label "<missing>", and all their gold entities
-            as FN).
-        bad_entities: "raise" (default) or "skip" (drop, count in ``n_bad_entities`` and log) for predicted entities
-            that are not {type: str, filler: str}.
-    """
+def _check_score_options(average: str, missing: str, bad_entities: str) -> None:
     if average not in ("micro", "macro"):
         raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")
     if missing not in ("skip", "error"):
@@ -447,6 +426,9 @@ def score_slurp(
     if bad_entities not in ("raise", "skip"):
         raise ValueError(f"bad_entities must be 'raise' or 'skip', got {bad_entities!r}")
 
+
+def _gold_by_key(gold_items: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """{str(key): item}; an item lacking key, scenario, action or entities raises; duplicate keys: the last wins."""
     gold_list = list(gold_items)
     gold: dict[str, Mapping[str, Any]] = {}
     for n, g in enumerate(gold_list):
@@ -457,7 +439,14 @@ def score_slurp(
             raise SlurpFormatError(f"gold item {n}: lacks field {err}") from None
     if len(gold) != len(gold_list):
         logger.warning("%d duplicate gold keys (the last one is used)", len(gold_list) - len(gold))
+    return gold
 
+
+def _predictions_by_key(
+    predictions: Iterable[Mapping[str, Any]], bad_entities: str
+) -> tuple[dict[str, tuple[Any, Any, list[tuple[str, str]]]], int, int]:
+    """({str(key): (scenario, action, [(type, filler)])} with the last of duplicate keys, items read, bad entities
+    dropped)."""
     pred: dict[str, tuple[Any, Any, list[tuple[str, str]]]] = {}
     n_pred = 0
     n_bad = 0
@@ -470,13 +459,14 @@ def score_slurp(
         pents, nb = _check_entities(raw, _pred_where(p, n), bad_entities)
         n_bad += nb
         pred[key] = (ps, pa, pents)
-    n_dup = n_pred - len(pred)
-    n_extra = sum(1 for k in pred if k not in gold)
-    if n_dup:
-        logger.warning("%d duplicate prediction keys (the last one wins)", n_dup)
-    if n_extra:
-        logger.info("%d prediction keys are not in gold (ignored)", n_extra)
+    return pred, n_pred, n_bad
 
+
+def _count_all(
+    gold: dict[str, Mapping[str, Any]], pred: dict[str, tuple[Any, Any, list[tuple[str, str]]]], missing: str
+) -> tuple[dict[str, _Counts], dict[str, int], int, list[str]]:
+    """Counts of every metric (``slu`` = word + char), correct scenario / action / intent, items scored and the keys
+    of gold items with no prediction."""
     counts = {m: _Counts() for m in METRICS if m != "slu"}
     correct = {"scenario": 0, "action": 0, "intent": 0}
     n_scored = 0
@@ -502,7 +492,41 @@ def score_slurp(
         _span_distance(gents, pents, word_distance, counts["word"])
         _span_distance(gents, pents, char_distance, counts["char"])
     counts["slu"] = counts["word"] + counts["char"]
+    return counts, correct, n_scored, missing_keys
 
+
+def score_slurp(
+    gold_items: Iterable[Mapping[str, Any]],
+    predictions: Iterable[Mapping[str, Any]],
+    average: str = "micro",
+    per_label: bool = False,
+    missing: str = "skip",
+    bad_entities: str = "raise",
+) -> SlurpScores:
+    """Score SLURP predictions against gold items, exactly like the official script by default.
+
+    Args:
+        gold_items: dicts {key, scenario, action, entities: [{type, filler}]} (see :func:`load_gold`).
+        predictions: dicts {key, scenario, action, entities: [{type, filler}]}; duplicate keys: the last one wins.
+        average: "micro" (default; sums counts over labels) or "macro" (mean of per-label P, R, F1).
+        per_label: also keep per-label P/R/F1 and counts for every metric.
+        missing: "skip" (official: gold items with no prediction are not scored, only counted) or "error" (they
+            count as a wrong scenario/action/intent, with FP on the label "<missing>", and all their gold entities
+            as FN).
+        bad_entities: "raise" (default) or "skip" (drop, count in ``n_bad_entities`` and log) for predicted entities
+            that are not {type: str, filler: str}.
+    """
+    _check_score_options(average, missing, bad_entities)
+    gold = _gold_by_key(gold_items)
+    pred, n_pred, n_bad = _predictions_by_key(predictions, bad_entities)
+    n_dup = n_pred - len(pred)
+    n_extra = sum(1 for k in pred if k not in gold)
+    if n_dup:
+        logger.warning("%d duplicate prediction keys (the last one wins)", n_dup)
+    if n_extra:
+        logger.info("%d prediction keys are not in gold (ignored)", n_extra)
+
+    counts, correct, n_scored, missing_keys = _count_all(gold, pred, missing)
     if missing_keys:
         logger.warning("gold items not predicted: %d of %d (%s)", len(missing_keys), len(gold),
                        "skipped, as the official script does" if missing == "skip" else "scored as errors")  # fmt: skip

@@ -12,16 +12,15 @@ costs a line in the run's ``audio_check.json`` instead of a crash hours into tra
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import speechbrain as sb
 import torch
 
 from slukd.data.audio import AUDIO_CACHE, AUDIO_CHECK_NAME, BadAudioError, check_split_audio, drop_bad_audio
+from slukd.data.slurp import SlurpFormatError, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -81,39 +80,12 @@ def make_dataset(
     return ds
 
 
-class ManifestError(ValueError):
-    """A malformed manifest row; the message names the file and line."""
-
-
-MANIFEST_COLUMNS = ("ID", "wav", "duration", "scenario", "action", "intent", "transcript", "entities", "target")
+#: a malformed manifest row (the message names the file and line): the SLURP data layer's error
+ManifestError = SlurpFormatError
 
 
 def read_manifest_checked(path: str | os.PathLike) -> list[dict]:
-    """Rows of a SLURP manifest (:func:`slukd.data.slurp.prepare_slurp`) as dicts, ``entities`` decoded from JSON
-    and ``duration`` as float; a missing column, short row, bad number or bad JSON raises :class:`ManifestError`
-    naming ``file:line`` (delete the run's ``manifests/`` folder to have it rebuilt)."""
-    import csv
-
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ManifestError(f"{path}:1: not an SLU manifest (missing columns {missing})")
-            rows = []
-            for r in reader:
-                where = f"{path}:{reader.line_num}"
-                if None in r or any(r[c] is None for c in MANIFEST_COLUMNS):
-                    raise ManifestError(f"{where}: the row has {len(r) - (None in r)} fields, the header more or fewer")
-                try:
-                    r["entities"] = json.loads(r["entities"])
-                    r["duration"] = float(r["duration"])
-                except ValueError as err:
-                    raise ManifestError(f"{where}: bad field 'entities' or 'duration' ({err})") from None
-                if not isinstance(r["entities"], list):
-                    raise ManifestError(f"{where}: field 'entities' is not a JSON list")
-                rows.append(r)
-    except UnicodeDecodeError as err:
-        raise ManifestError(f"{path}: not UTF-8 ({err})") from None
-    return rows
+    """Rows of a SLURP manifest (:func:`slukd.data.slurp.read_manifest`: ``entities`` decoded, ``duration`` a float;
+    a malformed row raises :class:`ManifestError` naming ``file:line``; delete the run's ``manifests/`` folder to
+    have it rebuilt)."""
+    return read_manifest(path)

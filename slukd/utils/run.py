@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -52,12 +51,6 @@ def code_version() -> dict[str, Any]:
     except Exception:
         pass
     return info
-
-
-def config_fingerprint(config: dict[str, Any]) -> str:
-    """A short stable hash of a JSON-serialisable configuration."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -70,6 +70,11 @@ def test_teacher_row_and_rerun(teacher_run):
     with pytest.raises(IncompatibleRunError, match="data_folder"):
         run(cap_argv("teacher", tmp, "teacher", "--number_of_epochs=2", f"--data_folder={tmp / 'nowhere'}"))
     assert (out / "results.json").read_bytes() == before and "nowhere" not in (out / "run_info.json").read_text()
+    # --test_only: the finished model decodes the test split again into test_only/, results untouched
+    assert run([*cap_argv("teacher", tmp, "teacher", "--number_of_epochs=2"), "--test_only"]) == 0
+    again = json.loads((out / "test_only" / "metrics_test.json").read_text())
+    assert again["CIDEr_D"] == pytest.approx(json.loads(before)["test"]["CIDEr_D"], abs=1e-9)
+    assert (out / "results.json").read_bytes() == before
 
 
 def test_student_with_every_kd_term_and_audio_only(teacher_run):
