@@ -166,6 +166,19 @@ class KDBrain(sb.Brain):
             self._parts[k] = self._parts.get(k, 0.0) + float(v)
         self._parts_n += 1
 
+    # ------------------------------------------------------------------ set-up
+    def _wrap_distributed(self) -> None:
+        """SpeechBrain's DDP wrapping, except that on the CPU BatchNorm layers stay per-process (SyncBatchNorm
+        needs CUDA; SpeechBrain would fail on any model with BatchNorm, e.g. the CNN caption student)."""
+        if not self.distributed_launch or self.device_type == "cuda":
+            return super()._wrap_distributed()
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DDP(module, device_ids=None, find_unused_parameters=self.find_unused_parameters)
+        return None
+
     # ------------------------------------------------------------------ optimisation
     def init_optimizers(self) -> None:
         """SpeechBrain's single optimiser, with its own learning rate for a pretrained encoder when the hparams set

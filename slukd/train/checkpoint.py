@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 from slukd.utils.io import atomic_write_text
 
@@ -36,6 +36,9 @@ class CompleteCheckpointer(sb.utils.checkpoints.Checkpointer):
         ckpt = super().save_checkpoint(*args, **kwargs)
         if ckpt is not None:
             atomic_write_text(Path(ckpt.path) / COMPLETE_MARKER, "ok\n")
+        # under DDP every process must see the marker before any of them lists checkpoints (the deletion that
+        # follows is decided on each process and holds collectives: different lists would deadlock)
+        ddp_barrier()
         return ckpt
 
     def list_checkpoints(self):

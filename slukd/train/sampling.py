@@ -1,8 +1,8 @@
 """Training-batch order of both recipes.
 
 ``batching: random`` draws a seeded permutation per epoch (SpeechBrain's ReproducibleRandomSampler). With items of
-different lengths, a random batch pads every item to the longest one: on the demo SLU corpus 35% of the frames a
-model computes are padding (``benchmarks/padding.py``). ``batching: bucketed`` (:class:`BucketedRandomSampler`)
+different lengths, a random batch pads every item to the longest one: on the demo SLU corpus a model computes 1.34x
+the frames the audio holds, a quarter of its work on padding (``benchmarks/padding.py``; bucketed: 1.01x). ``batching: bucketed`` (:class:`BucketedRandomSampler`)
 keeps the batches random but of similar lengths: the epoch's permutation is cut into chunks of ``bucket_batches``
 batches, each chunk is sorted by duration and cut into batches, and the batches are shuffled. It is a batch
 sampler (it yields whole batches: pass it as the DataLoader's ``batch_sampler``). Under DDP each process takes

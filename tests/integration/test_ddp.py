@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from slukd.utils.run import IncompatibleRunError
+from tests.conftest import REPO
 from tests.helpers_slu import RECIPE, main, make_corpus, tiny_argv, write_order
 
 
@@ -54,3 +55,24 @@ def test_torchrun_two_cpu_processes_gloo(tmp_path):
     # resuming a two-process run folder with one process would mix runs: refused
     with pytest.raises(IncompatibleRunError, match="world_size"):
         main(tiny_argv(corpus, ddp, order, "seq_kd"))
+
+
+def test_captioning_under_torchrun_two_cpu_processes(tmp_path):
+    """The captioning recipe on SpeechBrain DDP (gloo): a teacher, then a student with seq + contrastive KD and
+    audio-only batches (its DDP-wrapped KD head and the two backward passes per step), 2 processes each."""
+    from tests.integration.test_captioning_recipe import cap_argv
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("SLUKD_DIE_AT", None)
+    recipe = str(REPO / "recipes" / "captioning_kd.py")
+    for row, out in (("teacher", "teacher"), ("student_seqkd_contrastive_audio", "student")):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", recipe,
+               *cap_argv(row, tmp_path, out, "--number_of_epochs=2")]  # fmt: skip
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+        results = json.loads((tmp_path / out / "results.json").read_text())
+        assert results["test"]["n"] == 8
+        assert json.loads((tmp_path / out / "run_info.json").read_text())["identity"]["world_size"] == 2
+    log = (tmp_path / "student" / "train_log.txt").read_text()
+    assert log.count("epoch:") == 2 and "train ao_enc:" in log  # one train log (rank 0), audio-only KD ran
+    assert (tmp_path / "student" / "log.rank1.txt").is_file()
