@@ -2,13 +2,13 @@
 
 ``batching: random`` draws a seeded permutation per epoch (SpeechBrain's ReproducibleRandomSampler). With items of
 different lengths, a random batch pads every item to the longest one: on the demo SLU corpus a model computes 1.34x
-the frames the audio holds, a quarter of its work on padding (``benchmarks/padding.py``; bucketed: 1.01x). ``batching: bucketed`` (:class:`BucketedRandomSampler`)
-keeps the batches random but of similar lengths: the epoch's permutation is cut into chunks of ``bucket_batches``
-batches, each chunk is sorted by duration and cut into batches, and the batches are shuffled. It is a batch
-sampler (it yields whole batches: pass it as the DataLoader's ``batch_sampler``). Under DDP each process takes
-every ``world``-th batch of the same epoch order (the list padded by repeating batches so that every process runs
-the same number of steps). Every item is still
-seen once per epoch, batches still mix items from the whole set, and the order is a function of (seed, epoch)
+the frames the audio holds, a quarter of its work on padding (``benchmarks/padding.py``; bucketed: 1.01x).
+``batching: bucketed`` (:class:`BucketedRandomSampler`) keeps the batches random but of similar lengths: the epoch's
+permutation is cut into chunks of ``bucket_batches`` batches, each chunk is sorted by duration and cut into batches,
+and the batches are shuffled. It is a batch sampler (it yields whole batches: pass it as the DataLoader's
+``batch_sampler``). Under DDP each process takes every ``world``-th batch of the same epoch order (the list padded by
+repeating batches so that every process runs the same number of steps). Every item is still seen once per epoch,
+batches still mix items from the whole set, and the order is a function of (seed, epoch)
 only, so a resumed epoch repeats an uninterrupted one.
 """
 
