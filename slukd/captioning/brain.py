@@ -50,13 +50,9 @@ class CaptionBrain(KDBrain):
 
     # ------------------------------------------------------------------ forward / losses
     def compute_forward(self, batch: Any, stage: sb.Stage) -> dict[str, Any]:
-        batch = batch.to(self.device)
-        wavs, lens = batch.sig
-        tokens_bos, _ = batch.tokens_bos
-        res = self.modules.model(wavs, lens, tokens_bos)  # through the DDP wrapper when there is one
-        out = {"enc": res.enc, "logits": res.logits, "lens": lens}
+        _, res, out = self.forward_student(batch)
         if stage == sb.Stage.VALID:
-            out["hyps"] = decode(self._model, res.enc, lens, self.valid_beam_size, self.max_decode_len)
+            out["hyps"] = decode(self._model, res.enc, out["lens"], self.valid_beam_size, self.max_decode_len)
         return out
 
     def supervised_loss(self, out: dict[str, Any], batch: Any, stage: sb.Stage) -> torch.Tensor:
@@ -67,11 +63,10 @@ class CaptionBrain(KDBrain):
     def audio_only_loss(self, batch: Any) -> torch.Tensor:
         """Σ_k w_k L_k over the KD terms that need no reference caption, on an audio-only batch whose targets are
         the teacher's pseudo-captions."""
-        batch = batch.to(self.device)
+        batch, res, _ = self.forward_student(batch)
         wavs, lens = batch.sig
         tokens_bos, _ = batch.tokens_bos
         tokens_eos, eos_lens = batch.tokens_eos
-        res = self.modules.model(wavs, lens, tokens_bos)
         from slukd.distill import KDContext
 
         ctx = KDContext(

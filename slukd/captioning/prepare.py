@@ -110,7 +110,7 @@ def _check_data(hp: dict[str, Any], out: Path, data: Path) -> str:
 
 def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
     """Corpus, manifests, audio check and audio-only pools of a run (see the module docstring)."""
-    from slukd.data.audio import AUDIO_CHECK_NAME, check_split_audio, drop_bad_audio
+    from slukd.data.audio import check_and_drop_audio
 
     out = Path(out)
     rows, prep = _manifests(hp, out)
@@ -124,22 +124,11 @@ def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
     if prep.get("data_state") in ("kept", "restarted"):  # a rerun after a data change says how it went on
         report["data_state"] = prep["data_state"]
     if hp["audio_check"]:
-        path = out / AUDIO_CHECK_NAME
-        run_on_main(
-            check_split_audio,
-            args=[rows, None, path],
-            kwargs={"sample_rate": hp["sample_rate"], "max_seconds": hp["max_audio_seconds"]},
-        )
-        import json
-
-        from slukd.data.audio import AudioCheck
-
-        check = AudioCheck.from_dict(json.loads(path.read_text(encoding="utf-8"))["check"])
-        rows, skipped = drop_bad_audio(rows, None, check, hp["skip_bad"], where=str(path))
+        rows, skipped, check = check_and_drop_audio(
+            rows, None, out, sample_rate=hp["sample_rate"], max_seconds=hp["max_audio_seconds"],
+            skip_bad=hp["skip_bad"], required=("train", "valid", "test"), what="clip",
+        )  # fmt: skip
         report.update(audio_skipped=skipped, audio_notes=check.notes)
-        for split in ("train", "valid", "test"):
-            if not rows[split]:
-                raise ValueError(f"{path}: no usable {split} clip is left after the audio check")
     from slukd.data.audio import duration_outliers
 
     long = duration_outliers({r["ID"]: float(r["duration"]) for r in rows["train"]}, factor=4.0)

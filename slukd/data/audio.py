@@ -401,3 +401,34 @@ def drop_bad_audio(
     return kept, skipped
 
 
+
+
+def check_and_drop_audio(
+    rows: dict[str, list[dict]],
+    data_root: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    *,
+    sample_rate: int,
+    max_seconds: float | None,
+    skip_bad: bool,
+    required: Iterable[str],
+    what: str = "recording",
+) -> tuple[dict[str, list[dict]], dict[str, dict[str, int]], AudioCheck]:
+    """The start-up audio check of a recipe: decode every file once on the main process (cached in
+    ``out_dir/audio_check.json``, see :func:`check_split_audio`), then drop the unusable rows on every process
+    (:func:`drop_bad_audio`). Returns (rows, {split: {reason: count}}, check); a ``required`` split left empty is an
+    error naming the cache file."""
+    from speechbrain.utils.distributed import run_on_main
+
+    path = Path(out_dir) / AUDIO_CHECK_NAME
+    run_on_main(
+        check_split_audio,
+        args=[rows, data_root, path],
+        kwargs={"sample_rate": sample_rate, "max_seconds": max_seconds},
+    )
+    check = AudioCheck.from_dict(json.loads(path.read_text(encoding="utf-8"))["check"])
+    rows, skipped = drop_bad_audio(rows, data_root, check, skip_bad, where=str(path))
+    for split in required:
+        if not rows[split]:
+            raise ValueError(f"{path}: no usable {split} {what} is left after the audio check")
+    return rows, skipped, check

@@ -36,15 +36,11 @@ class SLUBrain(KDBrain):
     gold_intent: dict[str, str] | None = None
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> dict[str, Any]:
-        batch = batch.to(self.device)
-        wavs, lens = batch.sig
-        tokens_bos, _ = batch.tokens_bos
-        res = self.modules.model(wavs, lens, tokens_bos)  # through the DDP wrapper when there is one
-        out = {"enc": res.enc, "logits": res.logits, "lens": lens}
+        _, res, out = self.forward_student(batch)
         if self.hparams.ctc_weight > 0 and stage == sb.Stage.TRAIN and res.ctc_log_probs is not None:
             out["ctc"] = res.ctc_log_probs
         if stage == sb.Stage.VALID and self.decode_fn is not None:
-            out["hyps"] = self.decode_fn(self._model, res.enc, lens)
+            out["hyps"] = self.decode_fn(self._model, res.enc, out["lens"])
         return out
 
     def supervised_loss(self, out: dict[str, Any], batch: Any, stage: sb.Stage) -> torch.Tensor:

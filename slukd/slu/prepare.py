@@ -108,21 +108,14 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
 def _check_audio(hp: dict[str, Any], out: Path, rows: dict[str, list[dict]], root: str):
     """Decode every recording once (main process, cached in ``audio_check.json``); drop the unusable ones
     (``skip_bad: true``, counted) or stop with :class:`slukd.slu.data.BadAudioError` naming them."""
-    from slukd.data.audio import AUDIO_CHECK_NAME, AudioCheck, check_split_audio, drop_bad_audio
+    from slukd.data.audio import check_and_drop_audio
 
-    path = out / AUDIO_CHECK_NAME
     if not hp["audio_check"]:
         return rows, {"audio_checked": False}
-    run_on_main(
-        check_split_audio,
-        args=[rows, root, path],
-        kwargs={"sample_rate": hp["sample_rate"], "max_seconds": hp["max_audio_seconds"]},
-    )
-    check = AudioCheck.from_dict(json.loads(path.read_text(encoding="utf-8"))["check"])
-    rows, skipped = drop_bad_audio(rows, root, check, hp["skip_bad"], where=str(path))
-    for split in ("train", "devel", "test"):
-        if not rows[split]:
-            raise ValueError(f"{path}: no usable {split} recording is left after the audio check")
+    rows, skipped, check = check_and_drop_audio(
+        rows, root, out, sample_rate=hp["sample_rate"], max_seconds=hp["max_audio_seconds"],
+        skip_bad=hp["skip_bad"], required=("train", "devel", "test"),
+    )  # fmt: skip
     if skipped.get("test"):
         logger.warning("test items with unusable audio are left out of every score: %s", skipped["test"])
     notes = {k: v for k, v in check.notes.items() if v}

@@ -112,6 +112,15 @@ class KDBrain(sb.Brain):
         m = self.modules.model
         return getattr(m, "module", m)
 
+    def forward_student(self, batch: Any) -> tuple[Any, Any, dict[str, Any]]:
+        """The student's teacher-forced pass, through its DDP wrapper when there is one. Returns (the batch on the
+        device, the model output, {enc [B, T', D], logits [B, L, V], lens [B]})."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        tokens_bos, _ = batch.tokens_bos
+        res = self.modules.model(wavs, lens, tokens_bos)
+        return batch, res, {"enc": res.enc, "logits": res.logits, "lens": lens}
+
     # ------------------------------------------------------------------ losses
     def supervised_loss(self, out: dict[str, Any], batch: Any, stage: sb.Stage) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
