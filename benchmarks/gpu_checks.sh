@@ -21,16 +21,14 @@ for w in $what; do
     caption)
       timeout 150 python3 benchmarks/caption_speed.py --preset paper --device cuda --bf16 2>&1 | tee "$OUT/caption_speed.txt" ;;
     slu)
-      # the main job's rows (and joint) for 3 seeds on the demo corpus, one process per (row, seed), all in parallel
-      SEEDS=${SEEDS:-0 1 2}; ROWS=${ROWS:-joint finetune rehearsal_random seq_kd}
+      # the main job's rows (and joint) on SLURP-3 for 3 seeds on the demo corpus, through the one sweep command
+      # (8 runs at a time; resumable; `slukd report` lists any run that did not finish apart, never in a mean)
+      SEEDS=${SEEDS:-0 1 2}; ROWS=${ROWS:-joint finetune rehearsal_herding seq_kd}
       timeout 180 python3 -m slukd.cli synth slu --out data/slu_demo --tier demo --seed 0 --workers 16 2>&1 | tail -2
-      for s in $SEEDS; do for r in $ROWS; do
-        (OMP_NUM_THREADS=1 timeout ${SLU_TIMEOUT:-420} python3 -m slukd.demo --seeds "$s" --rows "$r" --quiet \
-           --set device=cuda > "$OUT/slu_${r}_seed$s.log" 2>&1; echo "$r seed $s exit $?" >> "$OUT/slu_status.txt") &
-      done; done
-      wait
-      cat "$OUT/slu_status.txt"
-      python3 -m slukd.cli report results/demo --out "$OUT/slu_table" 2>&1 | tee "$OUT/slu_table.txt"
-      tar czf "$OUT/slu_results.tgz" --exclude='save' --exclude='*.ckpt' results/demo 2>/dev/null ;;
+      timeout ${SLU_TIMEOUT:-480} python3 -m slukd.cli sweep slu --rows $ROWS --seeds $SEEDS --splits slurp3 \
+        --jobs 8 --threads 1 --out results/gpu_demo --set corpus=demo demo_tier=demo data_folder=data/slu_demo number_of_epochs=10 later_task_epochs=5 \
+        device=cuda noprogressbar=true > "$OUT/slu_sweep.log" 2>&1; echo "sweep exit $?" | tee "$OUT/slu_status.txt"
+      python3 -m slukd.cli report results/gpu_demo --out "$OUT/slu_table" 2>&1 | tee "$OUT/slu_table.txt"
+      tar czf "$OUT/slu_results.tgz" --exclude='save' --exclude='*.ckpt' results/gpu_demo 2>/dev/null ;;
   esac
 done

@@ -267,7 +267,8 @@ def write_reports(recipe: str, out: Path, splits: list[str]) -> str:
         if not paths:
             continue
         try:
-            text = report_runs(paths, out_dir=dest)
+            paper = dest.name if recipe == "slu" and dest.name in ("slurp3", "slurp6") else None
+            text = report_runs(paths, out_dir=dest, paper=paper)
         except ReportError as err:
             logger.warning("report of %s: %s", dest, err)
             continue

@@ -30,9 +30,15 @@ def cli_main(argv: list[str], prog: str = "slukd report") -> int:
     )
     p.add_argument("paths", nargs="+", help="run folders, or folders containing run folders")
     p.add_argument("--out", default=None, help="also write table_<kind>.md/.csv (and acc_per_step.png) here")
+    p.add_argument(
+        "--paper",
+        choices=["slurp3", "slurp6"],
+        default=None,
+        help="SLU: add the paper's numbers for this scenario beside the table, and its claims checked",
+    )
     args = p.parse_args(argv)
     try:
-        print(report_runs(args.paths, args.out), end="")
+        print(report_runs(args.paths, args.out, paper=args.paper), end="")
     except ReportError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1

@@ -307,9 +307,11 @@ def _figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> str:
+def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
+                paper: str | None = None) -> str:  # fmt: skip
     """Summarise every run under ``paths`` (per-run reports are rewritten) and return the Markdown report. With
-    ``out_dir`` also write ``table_<kind>.md``/``.csv`` (and ``acc_per_step.png``) there."""
+    ``out_dir`` also write ``table_<kind>.md``/``.csv`` (and ``acc_per_step.png``) there; with ``paper``
+    (``slurp3``/``slurp6``) the SLU table also gets the paper's numbers and claims (:mod:`slukd.report.paper`)."""
     teacher_cache: dict[str, float | None] = {}
     summaries = [summarise(r, teacher_cache) for r in find_runs(paths)]
     groups, left = group_runs(summaries)
@@ -331,6 +333,10 @@ def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike |
                 md += ["Within spread (means differ by less than the larger std; not ranked):", ""]
                 md += [f"- {a} vs {b}" for a, b in close]
                 md.append("")
+            if kind == "continual" and paper:
+                from slukd.report.paper import format_paper_section
+
+                md.append(format_paper_section(kind_rows, paper))
         md.append(_left_out_md(kind_left))
         text = "\n".join(md)
         parts.append(text)
