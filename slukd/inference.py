@@ -485,8 +485,9 @@ def load_export(out_dir: PathLike, savedir: PathLike | None = None, device: str 
 def _parser(prog: str, mode: str) -> argparse.ArgumentParser:
     if mode == "understand":
         desc = (
-            "SLU predictions for audio files with a finished SLU run: one JSON line per file (SLURP prediction "
-            "format: file, scenario, action, entities, plus intent, transcript and the decoded text)."
+            "SLU predictions for audio files with a finished SLU run: one line per file (file, intent, entities, "
+            "transcript); --json prints SLURP prediction-format JSON lines instead (file, scenario, action, "
+            "entities, plus intent, transcript and the decoded text)."
         )
     else:
         desc = "Captions for audio files with a finished captioning run: one 'file<TAB>caption' line per file."
@@ -496,6 +497,8 @@ def _parser(prog: str, mode: str) -> argparse.ArgumentParser:
     if mode == "understand":
         p.add_argument("--task", type=int, default=None, help="use this finished task's model (default: the last)")
     p.add_argument("--out", default=None, help="also write the results here as JSON lines (atomically)")
+    if mode == "understand":
+        p.add_argument("--json", action="store_true", help="print JSON lines (SLURP prediction format)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--batch_size", type=int, default=8, help="files decoded together (default: 8)")
     p.add_argument("--beam_size", type=int, default=None, help="beam size (default: the run's test_beam_size)")
@@ -508,13 +511,20 @@ def _parser(prog: str, mode: str) -> argparse.ArgumentParser:
 
 def _check_files(paths: list[str], sample_rate: int) -> None:
     """Decode every file once before any model work, so a bad file stops the command at once (naming it)."""
-    from slukd.data.audio import BadAudioError, check_audio_files
+    from slukd.data.audio import AUDIO_STATS, BadAudioError, check_audio_files
 
-    check = check_audio_files(paths, target_sr=sample_rate)
+    # the notes of this check (resampled, downmixed ...) are logged once: decoding for the model does not repeat them
+    check = check_audio_files(paths, target_sr=sample_rate, stats=AUDIO_STATS)
     if check.bad:
         msgs = [m for _, m in list(check.bad.values())[:3]]
         more = f" and {len(check.bad) - 3} more" if len(check.bad) > 3 else ""
         raise BadAudioError(f"{len(check.bad)} unusable audio file(s): " + "; ".join(msgs) + more)
+
+
+def format_prediction(r: dict[str, Any]) -> str:
+    """One readable line: ``file  intent  [type: filler; ...]  "transcript"``."""
+    ents = "; ".join(f"{e['type']}: {e['filler']}" for e in r.get("entities", []))
+    return f'{r["file"]}  {r["intent"]}  [{ents}]  "{r["transcript"]}"'
 
 
 def cli_main(argv: list[str], prog: str = "slukd understand", mode: str = "understand") -> int:
@@ -550,7 +560,7 @@ def _run_cli(args: argparse.Namespace, mode: str) -> int:
     if isinstance(model, SLUModel):
         rows = model.understand_files(args.audio)
         for r in rows:
-            print(json.dumps(r, ensure_ascii=False), flush=True)
+            print(json.dumps(r, ensure_ascii=False) if args.json else format_prediction(r), flush=True)
     else:
         captions = model.caption_files(args.audio)
         rows = [{"file": p, "caption": c} for p, c in zip(args.audio, captions)]

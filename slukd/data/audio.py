@@ -218,11 +218,13 @@ def check_audio_files(
     max_seconds: float | None = None,
     long_policy: str = "crop",
     silence_threshold: float = 1e-4,
+    stats: AudioStats | None = None,
 ) -> AudioCheck:
     """Decode every file once with :func:`load_audio`; returns an :class:`AudioCheck` (never raises
     :class:`AudioError`: bad files are collected with their reason). Each file is checked once even if listed
-    twice."""
-    stats = AudioStats()
+    twice. ``stats``: where notes are counted and logged once per kind (default: a fresh object)."""
+    stats = AudioStats() if stats is None else stats
+    before = stats.as_dict()
     result = AudioCheck()
     for path in dict.fromkeys(str(p) for p in paths):
         result.n_files += 1
@@ -230,7 +232,7 @@ def check_audio_files(
             load_audio(path, target_sr, max_seconds, long_policy, silence_threshold, stats)
         except AudioError as err:
             result.bad[path] = (err.reason, str(err))
-    result.notes = stats.as_dict()
+    result.notes = {k: v - before[k] for k, v in stats.as_dict().items()}
     return result
 
 

@@ -710,5 +710,7 @@ def cli_main(argv: list[str], prog: str = "slukd synth scenes") -> int:
     except (ValueError, RuntimeError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(info, indent=2))
+    clips = ", ".join(f"{k} {v}" for k, v in info["clips"].items())
+    hours = sum(info["hours"].values())
+    print(f"{prog}: {args.out}: {clips} clips ({hours:.2f} h; settings in corpus_info.json)")
     return 0

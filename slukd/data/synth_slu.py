@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import shutil
+import sys
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -471,11 +472,14 @@ def cli_main(argv: list[str], prog: str = "slukd synth slu") -> int:
     p.add_argument("--tier", default="demo", choices=sorted(TIERS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", "--workers", dest="workers", type=int, default=2, help="synthesis processes")
-    p.add_argument("--from_slurp_jsonl", "--from-slurp-jsonl",
-        action="append",
+    p.add_argument(
+        "--from_slurp_jsonl",
+        "--from-slurp-jsonl",
+        action="extend",
+        nargs="+",
         default=None,
         metavar="FILE",
-        help="speak the sentences of this SLURP jsonl (train/devel/test.jsonl; repeatable) instead of the templates",
+        help="speak the sentences of these SLURP jsonl files (train/devel/test.jsonl) instead of the templates",
     )
     p.add_argument("--scenarios", default=None, help="comma-separated subset of scenarios")
     p.add_argument("--noprogressbar", action="store_true", help="no progress bar")
@@ -491,7 +495,10 @@ def cli_main(argv: list[str], prog: str = "slukd synth slu") -> int:
             progress=not a.noprogressbar,
         )
     except (CorpusError, SlurpFormatError, ValueError, FileNotFoundError) as err:
-        print(f"{prog}: error: {err}")
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    print(json.loads((Path(a.out) / MARKER).read_text())["counts"])
+    counts = json.loads((Path(a.out) / MARKER).read_text())["counts"]
+    parts = [f"{k} " + (" / ".join(f"{n} {what}" for what, n in v.items()) if isinstance(v, dict) else str(v))
+             for k, v in counts.items()]  # fmt: skip
+    print(f"{prog}: {a.out}: " + ", ".join(parts))
     return 0

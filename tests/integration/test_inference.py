@@ -171,14 +171,19 @@ def test_understand_cli_writes_jsonl(slu_run, tmp_path, capsys):
     run, corpus = slu_run
     files = _test_files(corpus)[:3]
     out = tmp_path / "preds.jsonl"
-    assert main(["understand", str(run), *files, "--task", "1", "--out", str(out), "--batch_size", "2"]) == 0
+    assert main(["understand", str(run), *files, "--task", "1", "--out", str(out), "--batch_size", "2", "--json"]) == 0
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert printed == written == from_run(run, task=1).understand_files(files)
     assert {"file", "scenario", "action", "entities", "intent", "transcript"} <= set(written[0])
     # the default (last finished task) and an explicit beam size
-    assert main(["understand", str(run), files[0], "--beam_size", "1"]) == 0
+    assert main(["understand", str(run), files[0], "--beam_size", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == from_run(run, beam_size=1).understand_file(files[0])
+    # without --json: one readable line per file (file, intent, entities, transcript)
+    assert main(["understand", str(run), files[0], "--beam_size", "1"]) == 0
+    r = from_run(run, beam_size=1).understand_file(files[0])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{Path(files[0]).name}  {r['intent']}  [") and line.endswith(f'"{r["transcript"]}"')
     # the written file is valid SLURP prediction input for the scorer
     from slukd.metrics.slurp_scorer import load_predictions
 

@@ -153,16 +153,21 @@ def test_slurp_tts_and_cli(tmp_path, capsys):
         "recordings": [{"file": "audio-x.flac"}],
     }
     src.write_text(json.dumps(rec) + "\n")
+    src2 = tmp_path / "train.jsonl"
+    src2.write_text(json.dumps({**rec, "slurp_id": 8}) + "\n")
     from slukd.cli import main
 
-    assert main(["synth", "slu", "--out", str(tmp_path / "t"), "--tier", "tiny", "--from-slurp-jsonl", str(src)]) == 0
+    out = str(tmp_path / "t")
+    assert main(["synth", "slu", "--out", out, "--tier", "tiny", "--from-slurp-jsonl", str(src), str(src2)]) == 0
+    assert f"{out}: " in capsys.readouterr().out  # one readable line, both files (several files after one flag)
+    assert (tmp_path / "t" / "dataset" / "slurp" / "train.jsonl").read_text().count("\n") == 1
     paths, rep = prepare_slurp_with_report(tmp_path / "t", tmp_path / "m", splits=("devel",))
     (row,) = read_manifest(paths["devel"])
     assert row["entities"] == [{"type": "time", "filler": "five am"}] and row["duration"] > 0.5
     bad = tmp_path / "test.jsonl"
     bad.write_text(json.dumps(rec) + "\n{oops\n")
     assert main(["synth", "slu", "--out", str(tmp_path / "u"), "--from-slurp-jsonl", str(bad)]) == 2
-    assert "test.jsonl:2" in capsys.readouterr().out
+    assert "test.jsonl:2" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "t")
 
 
