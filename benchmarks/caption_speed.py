@@ -11,7 +11,7 @@ Presets: ``paper`` approximates the paper's pair with the project's own modules 
 encoder and decoder with BART's 50265-token vocabulary (about 170M parameters), student = EfficientNet-B2 encoder +
 2-layer transformer decoder (d 256, 4 heads, FFN 1024, 4400 words; about 12M), at batch sizes 1, 8 and 64 (random
 weights: the configurations are written in code, nothing is downloaded); ``demo`` is the pair of
-hparams/captioning_kd/demo_base.yaml.
+hparams/captioning_kd/base.yaml.
 
 Both models run through slukd's batched beam search with a key/value cache (``slukd.models.decoding``), on the same
 deterministic clips (``--seconds`` long, 16 kHz) and batch size, with random weights: to make the work independent of
@@ -67,13 +67,13 @@ PRESETS = {
         "build": {"teacher": _paper_real_teacher, "student": _paper_real_student},
         "batch_sizes": (1, 8, 64),
     },
-    # the demo pair of hparams/captioning_kd/demo_base.yaml
+    # the demo pair of hparams/captioning_kd/base.yaml
     "demo": {
         "vocab": 120,
         "teacher": dict(encoder="conformer", d_model=144, nhead=4, num_encoder_layers=4, num_decoder_layers=2,
                         d_ffn=576, cnn_channels=[16, 16], dropout=0.0, hop_length_ms=20.0, win_length_ms=40.0),
         "student": dict(encoder="cnn", d_model=256, nhead=4, num_decoder_layers=2, d_ffn=1024, dropout=0.0,
-                        hop_length_ms=20.0, win_length_ms=40.0,
+                        n_mels=32, hop_length_ms=20.0, win_length_ms=40.0,
                         cnn={"width": 0.25, "depth": 0.5, "max_stages": 4, "time_stride_stages": [0, 2],
                              "head_channels": 256}),
     },

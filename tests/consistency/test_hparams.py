@@ -62,3 +62,18 @@ def test_public_functions_and_classes_have_docstrings():
                 if not ast.get_docstring(node):
                     missing.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert not missing, missing
+
+
+def test_caption_speed_demo_preset_is_the_demo_pair():
+    """benchmarks/caption_speed.py --preset demo times the models that hparams/captioning_kd/base.yaml trains."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("caption_speed", REPO / "benchmarks" / "caption_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = load_tree(REPO / "hparams" / "captioning_kd" / "base.yaml")
+    preset = mod.PRESETS["demo"]
+    for name in ("teacher", "student"):
+        want = {k: v for k, v in base[f"{name}_model"].items() if k != "dropout"}
+        have = {k: v for k, v in preset[name].items() if k != "dropout"}
+        assert have == want, f"{name}: preset {have} vs base.yaml {want}"
