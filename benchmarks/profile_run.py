@@ -47,10 +47,9 @@ def _cumulative(stats: pstats.Stats) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    from slukd.utils.run import split_passthrough
+
+    argv, extra = split_passthrough(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data_folder", default="data/slu_demo")
     p.add_argument("--row", default="finetune")

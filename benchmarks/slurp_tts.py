@@ -42,10 +42,9 @@ def split_slurp(files: list[Path], scenarios: set[str], dest: Path) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    from slukd.utils.run import split_passthrough
+
+    argv, extra = split_passthrough(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--slurp", required=True, help="folder with SLURP's devel.jsonl and test.jsonl")
     p.add_argument("--out", default="results/slurp_tts")

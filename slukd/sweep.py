@@ -278,10 +278,9 @@ def write_reports(recipe: str, out: Path, splits: list[str]) -> str:
 
 def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
     """``slukd sweep RECIPE [options] [-- recipe overrides]`` (see the module docstring)."""
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    from slukd.utils.run import split_passthrough
+
+    argv, extra = split_passthrough(argv)
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 epilog="Arguments after -- are passed to every run as recipe overrides.")  # fmt: skip
     p.add_argument("recipe", choices=["slu", "captioning"])

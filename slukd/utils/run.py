@@ -18,6 +18,14 @@ from slukd.utils.io import atomic_write_json, atomic_write_text
 from slukd.version import __version__
 
 
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``a b -- c d`` -> (``[a, b]``, ``[c, d]``): own arguments and those passed on (no ``--``: none)."""
+    if "--" not in argv:
+        return list(argv), []
+    i = argv.index("--")
+    return list(argv[:i]), list(argv[i + 1 :])
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
