@@ -1,7 +1,8 @@
 """Real SLURP language end to end on a CPU: SLURP-TTS of a few scenarios, then the class-incremental recipe on it.
 
     PYTHONPATH=. python benchmarks/slurp_tts.py --slurp DIR_WITH_devel.jsonl_AND_test.jsonl --out results/slurp_tts
-        [--scenarios calendar email general play qa social] [--rows finetune seq_kd] [--epochs 8] [-- overrides]
+        [--scenarios calendar email general play qa social] [--rows finetune seq_kd] [--epochs 8] [--jobs 2]
+        [--threads N] [-- overrides]
 
 Real SLURP sentences (the annotations of SLURP's devel and test sets, e.g. ../shared/slurp) are split by slurp_id
 into train / devel / test (70 / 10 / 20%), spoken by espeak-ng (``slukd synth slu --from_slurp_jsonl``, the demo
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", nargs="+", default=["calendar", "email", "general", "play", "qa", "social"])
     p.add_argument("--rows", nargs="+", default=["finetune", "seq_kd"])
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     src = [Path(args.slurp) / f"{s}.jsonl" for s in ("devel", "test")]
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             f"later_task_epochs={max(1, args.epochs // 2)}", f"first_task_cache={out / 'first_task_cache'}",
             "vocab_size=600", "memory_fraction=0.05"]  # fmt: skip
     cmd = [sys.executable, "-m", "slukd.cli", "sweep", "slu", "--rows", *args.rows, "--splits", "slurp3", "--jobs",
-           str(args.jobs), "--out", str(out / "runs"), "--set", *sets, "--", "--noprogressbar", *extra]  # fmt: skip
+           str(args.jobs), *(["--threads", str(args.threads)] if args.threads else []), "--out", str(out / "runs"),
+           "--set", *sets, "--", "--noprogressbar", *extra]  # fmt: skip
     return subprocess.run(cmd).returncode
 
 
