@@ -103,7 +103,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from slukd.continual.runner import TaskOrderError
     from slukd.continual.scenario import ScenarioError
     from slukd.data.audio import AudioError, BadAudioError
+    from slukd.data.fingerprint import DataChangedError
     from slukd.data.slurp import SlurpFormatError
+    from slukd.data.synth_slu import CorpusError
+    from slukd.data.tts import TTSError
     from slukd.inference import InferenceError
     from slukd.resources import ResourceError
     from slukd.slu.data import ManifestError
@@ -111,8 +114,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from slukd.utils.run import IncompatibleRunError
 
     return (HparamsError, IncompatibleRunError, TaskOrderError, ScenarioError, AudioError, BadAudioError,
-            SlurpFormatError, ManifestError, ResourceError, WriteError, InferenceError, FileNotFoundError,
-            PermissionError)  # fmt: skip
+            SlurpFormatError, ManifestError, ResourceError, WriteError, InferenceError, DataChangedError,
+            CorpusError, TTSError, FileNotFoundError, PermissionError)  # fmt: skip
 
 
 def print_recipe_help(doc: str, argv: list[str]) -> None:

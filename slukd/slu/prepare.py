@@ -21,6 +21,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from slukd.continual.scenario import Scenario, make_scenario
 from slukd.utils.io import atomic_write_json
+from slukd.utils.run import IncompatibleRunError
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def prepare_scenario(hp: dict[str, Any], out: str | Path, data: SLUData) -> Scen
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old != scenario.to_dict():
-            raise RuntimeError(f"{path}: the run folder was made with another task split ({old['name']})")
+            raise IncompatibleRunError(f"{path}: the run folder was made with another task split ({old['name']})")
     elif if_main_process():
         atomic_write_json(path, scenario.to_dict())
     logger.info("scenario %s: %s", scenario.name, " | ".join(",".join(t) for t in scenario.tasks))
