@@ -137,6 +137,6 @@ def comparable_results(run: Path) -> dict[str, object]:
     rep = run / "report.csv"
     if rep.is_file():
         header, values = rep.read_text(encoding="utf-8").splitlines()[:2]
-        keep = {"wall_s", "peak_rss_mb"}
+        keep = {"wall_s", "peak_rss_mb", "first_task_reused"}  # time, memory and provenance
         out["report.csv"] = {k: v for k, v in zip(header.split(","), values.split(",")) if k not in keep}
     return out

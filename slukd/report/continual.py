@@ -152,6 +152,7 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "wall_s": sum(float(s.get("wall_s", 0.0)) for s in steps),
         "peak_rss_mb": max(float(s.get("peak_rss_mb", 0.0)) for s in steps),
         "valid_scope": steps[0].get("valid_scope"),
+        "skipped": skip_counts(steps[-1].get("data")),
         "first_task_reused": bool((steps[0].get("first_task") or {}).get("reused", False)),
     }
 
@@ -177,19 +178,22 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
     summary = summarise_run(run_dir)
     steps = load_steps(run_dir)
     mats = {k: matrix(steps, k) for k in ("intent_acc", "wer", "slu_f1")}
-    keys = [k for _, k, _ in COLUMNS] + ["last_wer", "steps_done", "n_steps", "peak_rss_mb"]
-    header = ["row", "seed"] + keys
-    values = [summary["row"], summary["seed"]] + [summary[k] for k in keys]
+    # one unit in every CSV: metrics in percent (columns named *_pct), times in seconds
+    pct_keys = [k for _, k, scale in COLUMNS if scale == 100.0] + ["last_wer"]
+    plain = ["wall_s", "steps_done", "n_steps", "peak_rss_mb", "valid_scope", "first_task_reused"]
+    header = ["row", "seed"] + [f"{k}_pct" for k in pct_keys] + plain + ["skipped"]
+    values = [summary["row"], summary["seed"]] + [_pct(summary[k]) for k in pct_keys]
+    values += [summary[k] for k in plain] + [sum(summary["skipped"].values())]
     atomic_write_text(run_dir / "report.csv", ",".join(header) + "\n" + ",".join(str(v) for v in values) + "\n")
     for k, m in mats.items():
         atomic_write_text(
             run_dir / f"matrix_{k}.csv",
             "step,"
-            + ",".join(f"task{j + 1}" for j in range(len(m[0])))
+            + ",".join(f"task{j + 1}_pct" for j in range(len(m[0])))
             + "\n"
             + "".join(
-                f"{i + 1}," + ",".join("" if v is None else f"{v}" for v in row) + "\n" for i, row in enumerate(m)
-            ),
+                f"{i + 1}," + ",".join("" if v is None else f"{_pct(v)}" for v in row) + "\n" for i, row in enumerate(m)
+            ),  # fmt: skip
         )
     md = [
         f"# Run report: {summary['row']} (seed {summary['seed']})",
@@ -199,6 +203,8 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
         "| " + " | ".join(c for c, _, _ in COLUMNS) + " |",
         "|---" * len(COLUMNS) + "|",
         "| " + " | ".join(_fmt(summary[k], s, 2 if s != 1.0 else 0) for _, k, s in COLUMNS) + " |",
+        "",
+        *_run_notes(summary),
         "",
         "## Intent accuracy (%) per (step, task)",
         "",
@@ -217,6 +223,47 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
     if figures:
         _run_figures(run_dir, summary, mats["intent_acc"])
     return summary
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else 100.0 * x
+
+
+def _run_notes(summary: dict[str, Any]) -> list[str]:
+    """Markdown lines: how checkpoints were selected, whether task 1 was reused, and every skipped item."""
+    scope = summary.get("valid_scope")
+    what = {"seen": "the devel items of every scenario seen so far", "current": "the current task's devel items only"}
+    lines = [f"- Checkpoint selection: {scope} ({what.get(scope, 'not recorded')})."]
+    if summary.get("first_task_reused"):
+        lines.append("- Task 1 was taken from the shared first-task cache (trained once for all rows of this seed).")
+    skipped = summary.get("skipped", {})
+    total = sum(skipped.values())
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()) if v)
+    lines.append(f"- Items skipped or not scorable: {total}" + (f" ({detail})." if detail else "."))
+    return lines
+
+
+def skip_counts(data: dict[str, Any] | None) -> dict[str, int]:
+    """Every count of a step's ``data`` record as ``{"<what>/<split>/<reason>": n}`` (prepare and audio skips,
+    test items outside the tasks, test labels without a token, duration outliers, audio notes that drop data)."""
+    out: dict[str, int] = {}
+    if not data:
+        return out
+    for what in ("prepare_skipped", "audio_skipped"):
+        for split, reasons in (data.get(what) or {}).items():
+            for reason, n in (reasons or {}).items():
+                out[f"{what}/{split}/{reason}"] = int(n)
+    for what in ("test_outside_tasks", "test_unseen_intents", "test_intents_without_token",
+                 "test_entity_types_without_token"):  # fmt: skip
+        v = data.get(what) or {}
+        n = sum(int(x) for x in v.values()) if isinstance(v, dict) else int(v)
+        if n:
+            out[what] = n
+    if data.get("duration_outliers"):
+        out["duration_outliers"] = int(data["duration_outliers"])
+    if (data.get("audio_notes") or {}).get("cropped"):
+        out["audio_cropped"] = int(data["audio_notes"]["cropped"])
+    return out
 
 
 def _save_fig(fig, path: Path) -> None:

@@ -131,7 +131,8 @@ def _continual_summary(run: Path) -> tuple[bool, str, dict[str, Any]]:
            for _, k, u in COLUMNS["continual"] if u == "%"}  # fmt: skip
     m = {**pct, "wall_s": s["wall_s"], "last_wer": 100.0 * s["last_wer"],
          "acc_per_step": [100.0 * a for a in s["acc_per_step"]],
-         "notes": {"valid_scope": s.get("valid_scope"), "first_task_reused": s.get("first_task_reused")}}  # fmt: skip
+         "notes": {"valid_scope": s.get("valid_scope"), "first_task_reused": s.get("first_task_reused"),
+                   "skipped": sum(s.get("skipped", {}).values())}}  # fmt: skip
     return bool(s["complete"]), f"{s['steps_done']}/{s['n_steps']} tasks", m
 
 
@@ -221,6 +222,7 @@ def aggregate(groups: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]
             "n": len(runs),
             "seeds": sorted(r["seed"] for r in runs),
             "notes": runs[0]["metrics"].get("notes", {}),
+            "notes_all": [r["metrics"].get("notes", {}) for r in runs],
         }
         for _, k, _ in COLUMNS[kind]:
             vals = [r["metrics"].get(k) for r in runs]
@@ -277,6 +279,31 @@ def format_table(rows: Sequence[dict[str, Any]], kind: str, fmt: str = "md") -> 
     return "\n".join(lines) + "\n"
 
 
+def _notes_md(rows: Sequence[dict[str, Any]], kind: str) -> str:
+    """How the rows' runs were made, where it matters for reading them: the checkpoint selection of every SLU row
+    (and the rows that differ from the rest), task-1 reuse, and skipped items."""
+    if kind != "continual" or not rows:
+        return ""
+    scopes = {r["label"]: sorted({str(n.get("valid_scope")) for n in r["notes_all"]}) for r in rows}
+    common = {s for v in scopes.values() for s in v}
+    what = {"seen": "the devel items of every scenario seen so far", "current": "the current task's devel items"}
+    if len(common) == 1:
+        (scope,) = common
+        lines = [f"Checkpoints selected on {what.get(scope, scope)} (`valid_scope: {scope}`) in every run."]
+    else:
+        lines = ["Checkpoint selection differs between rows: "
+                 + "; ".join(f"{k}: {'/'.join(v)}" for k, v in scopes.items()) + "."]  # fmt: skip
+    reused = sum(bool(n.get("first_task_reused")) for r in rows for n in r["notes_all"])
+    total = sum(len(r["notes_all"]) for r in rows)
+    lines.append(f"Task 1 taken from the shared first-task cache in {reused} of {total} runs (same results as "
+                 "training it; see the README).")  # fmt: skip
+    skipped = {r["label"]: sum(int(n.get("skipped") or 0) for n in r["notes_all"]) for r in rows}
+    bad = {k: v for k, v in skipped.items() if v}
+    lines.append("Items skipped or not scorable: " + (", ".join(f"{k} {v}" for k, v in bad.items()) if bad else
+                                                       "none in any run") + " (per run: report.md).")  # fmt: skip
+    return "\n".join(f"- {line}" for line in lines) + "\n"
+
+
 def _left_out_md(left: Sequence[dict[str, Any]]) -> str:
     if not left:
         return ""
@@ -328,6 +355,7 @@ def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike |
               "says otherwise.", ""]  # fmt: skip
         if kind_rows:
             md.append(format_table(kind_rows, kind))
+            md.append(_notes_md(kind_rows, kind))
             close = within_spread(kind_rows, MAIN_METRIC[kind])
             if close:
                 md += ["Within spread (means differ by less than the larger std; not ranked):", ""]

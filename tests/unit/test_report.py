@@ -73,10 +73,39 @@ def test_summary_of_one_run(tmp_path):
     assert s["complete"]
     for name in ("report.csv", "report.md", "matrix_intent_acc.csv", "acc_per_step.png", "acc_matrix.png"):
         assert (run / name).is_file()
-    assert (run / "matrix_intent_acc.csv").read_text().splitlines() == ["step,task1,task2", "1,0.9,", "2,0.1,0.8"]
+    # one unit (percent) in every CSV
+    assert (run / "matrix_intent_acc.csv").read_text().splitlines() == ["step,task1_pct,task2_pct", "1,90.0,",
+                                                                        "2,10.0,80.0"]  # fmt: skip
+    header, values = (run / "report.csv").read_text().splitlines()
+    row = dict(zip(header.split(","), values.split(",")))
+    assert float(row["avg_acc_pct"]) == pytest.approx(67.5) and float(row["last_wer_pct"]) == pytest.approx(20.0)
     # rewriting overwrites, never appends
     write_run_report(run)
     assert len((run / "report.csv").read_text().splitlines()) == 2
+
+
+def test_reports_say_how_checkpoints_were_selected_and_what_was_skipped(tmp_path):
+    from slukd.report.table import report_runs
+
+    run = _make_run(tmp_path, "seq_kd", 0, [[0.9], [0.1, 0.8]], [0.9, 0.45])
+    step = json.loads((run / "results" / "step2.json").read_text())
+    step["valid_scope"] = "current"
+    step["data"] = {"audio_skipped": {"train": {"unreadable": 2}, "test": {"missing": 1}},
+                    "test_intents_without_token": {"alarm_wake": 3}}  # fmt: skip
+    for k in (1, 2):
+        (run / "results" / f"step{k}.json").write_text(
+            json.dumps({**step, "step": k, "per_task": step["per_task"][:k]})
+        )
+    s = write_run_report(run)
+    assert s["skipped"] == {"audio_skipped/train/unreadable": 2, "audio_skipped/test/missing": 1,
+                            "test_intents_without_token": 3}  # fmt: skip
+    md = (run / "report.md").read_text()
+    assert "Checkpoint selection: current (the current task's devel items only)" in md
+    assert "Items skipped or not scorable: 6 (audio_skipped/test/missing: 1" in md
+    _make_run(tmp_path, "finetune", 0, [[0.9], [0.1, 0.8]], [0.9, 0.45])  # no valid_scope recorded
+    table = report_runs([tmp_path])
+    assert "Checkpoint selection differs between rows" in table and "seq_kd: current" in table
+    assert "Items skipped or not scorable: seq_kd 6" in table
 
 
 def _rows(tmp_path):
