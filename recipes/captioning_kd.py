@@ -60,6 +60,7 @@ NOT_IDENTITY = frozenset(
         "synth_jobs",
         "audio_cache_mb",
         "data_changed",
+        "data_fingerprint_audio",
     }
 )
 

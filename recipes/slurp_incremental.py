@@ -61,6 +61,7 @@ NOT_IDENTITY = frozenset(
         "first_task_cache",
         "audio_cache_mb",
         "data_changed",
+        "data_fingerprint_audio",
         "test_data_folder",
     }
 )

@@ -105,7 +105,7 @@ def _check_data(hp: dict[str, Any], out: Path, data: Path) -> str:
     audio = [str(p) for p in files if p.suffix.lower() in exts]
     if hp["audio_only_folder"]:
         audio += [str(p) for p in Path(hp["audio_only_folder"]).rglob("*") if p.suffix.lower() in exts]
-    return check_data(out, fingerprint(sources, audio), hp["data_changed"], DATA_OUTPUTS)
+    return check_data(out, fingerprint(sources, audio, hp["data_fingerprint_audio"]), hp["data_changed"], DATA_OUTPUTS)
 
 
 def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:

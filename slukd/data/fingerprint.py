@@ -71,6 +71,14 @@ def _examples(items: list[str], n: int = 3) -> str:
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
+def _differs(a: list, b: list) -> bool:
+    """Entries [size, mtime_ns(, sha256)]: by size and content hash when both have one (a file touched but not
+    changed is the same), else by size and modification time."""
+    if len(a) > 2 and len(b) > 2:
+        return a[0] != b[0] or a[2] != b[2]
+    return a[:2] != b[:2]
+
+
 def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two fingerprints (empty when the data is unchanged)."""
     out = []
@@ -78,7 +86,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = old.get(kind, {}), new.get(kind, {})
         added = sorted(set(b) - set(a))
         removed = sorted(k for k in set(a) - set(b)) + sorted(k for k in set(a) & set(b) if b[k] is None and a[k])
-        changed = sorted(k for k in set(a) & set(b) if a[k] and b[k] and a[k] != b[k])
+        changed = sorted(k for k in set(a) & set(b) if a[k] and b[k] and _differs(a[k], b[k]))
         what = "metadata file" if kind == "sources" else "audio file"
         if changed:
             if kind == "sources":

@@ -77,7 +77,7 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
     if if_main_process():
         sources, audio = _data_files(data_folder, splits)
         outputs = list(DATA_OUTPUTS) + [p.name for p in out.glob("task*")] + [p.name for p in out.glob("memory_*")]
-        state = check_data(out, fingerprint(sources, audio), hp["data_changed"], outputs)
+        state = check_data(out, fingerprint(sources, audio, hp["data_fingerprint_audio"]), hp["data_changed"], outputs)
     kwargs = {
         "data_folder": str(data_folder),
         "out_dir": str(out / "manifests"),
