@@ -265,28 +265,33 @@ def _comment_of(tree: CommentedMap, key: str) -> str:
     return ""
 
 
-def _schema(root: CommentedMap) -> dict[str, list[_Rule]]:
-    """{key: allowed forms} of the root base's top-level keys (declared in the comment, else the value's type)."""
+def _schema(root: CommentedMap, prefix: str = "") -> dict[str, list[_Rule]]:
+    """{key: allowed forms} of the root base's keys, nested ones dotted (``student_model.d_model``): declared in
+    the key's comment (``# [int>=1|null] ...``), else the type of its value in the base."""
     out: dict[str, list[_Rule]] = {}
     for key, value in root.items():
+        name = f"{prefix}{key}"
         comment = _comment_of(root, key)
         m = re.match(r"^\[([^\]]+(?:\][^\]]*)?)\]", comment)
         declared = _parse_rules(m.group(1)) if m else None
         if declared:
-            out[str(key)] = declared
+            out[name] = declared
+            continue
+        if isinstance(value, Mapping):  # nested settings, also the arguments of a !new:/!name: object
+            out.update(_schema(value, f"{name}."))
             continue
         if _tag(value) is not None or value is None:
             continue
         if isinstance(value, bool):
-            out[str(key)] = [_Rule("bool")]
+            out[name] = [_Rule("bool")]
         elif isinstance(value, int):
-            out[str(key)] = [_Rule("int")]
+            out[name] = [_Rule("int")]
         elif isinstance(value, float):
-            out[str(key)] = [_Rule("float")]
+            out[name] = [_Rule("float")]
         elif isinstance(value, str):
-            out[str(key)] = [_Rule("str")]
+            out[name] = [_Rule("str")]
         elif isinstance(value, list):
-            out[str(key)] = [_Rule("list")]
+            out[name] = [_Rule("list")]
     return out
 
 
@@ -340,17 +345,25 @@ def plain(node: Any) -> Any:
 
 def _check_values(tree: CommentedMap, schema: dict[str, list[_Rule]], origins: dict[str, str]) -> None:
     for key, rules in schema.items():
-        if key not in tree:
-            continue
-        value = tree[key]
-        if _tag(value) is not None:  # !ref and friends: resolved later, checked by their consumer
-            continue
-        v = plain(value)
-        if any(r.accepts(v) for r in rules):
-            continue
-        where = origins.get(key, "the base file")
-        allowed = " or ".join(str(r) for r in rules)
-        raise HparamValueError(f"{where}: hparam {key!r} must be {allowed}, got {v!r}")
+        node: Any = tree
+        for part in key.split("."):  # a nested key: present only if every level is a mapping
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            value = node
+            if _tag(value) is not None:  # !ref and friends: resolved later, checked by their consumer
+                continue
+            v = plain(value)
+            if any(r.accepts(v) for r in rules):
+                continue
+            _value_error(key, rules, v, origins)
+
+
+def _value_error(key: str, rules: list[_Rule], v: Any, origins: dict[str, str]) -> None:
+    where = origins.get(key.split(".")[0], "the base file")
+    allowed = " or ".join(str(r) for r in rules)
+    raise HparamValueError(f"{where}: hparam {key!r} must be {allowed}, got {v!r}")
 
 
 # ------------------------------------------------------------------------------------------------------ loading
