@@ -19,7 +19,10 @@ for w in $what; do
           2>&1 | tee "$OUT/decode_$size.txt"
       done ;;
     caption)
-      timeout 150 python3 benchmarks/caption_speed.py --preset paper --device cuda --bf16 2>&1 | tee "$OUT/caption_speed.txt" ;;
+      # the papers' real architectures (HTSAT + BART vs EfficientNet-B2) when transformers is there, else the stand-in
+      preset=paper; python3 -c "import transformers" 2>/dev/null && preset=paper_real
+      echo "caption_speed preset: $preset" | tee "$OUT/caption_speed.txt"
+      timeout 300 python3 benchmarks/caption_speed.py --preset $preset --device cuda --bf16 2>&1 | tee -a "$OUT/caption_speed.txt" ;;
     slu)
       # the main job's rows (and joint) on SLURP-3 for 3 seeds on the demo corpus, through the one sweep command
       # (8 runs at a time; resumable; `slukd report` lists any run that did not finish apart, never in a mean)

@@ -10,7 +10,7 @@ In hparams YAML::
 
     kd_objective: !new:slukd.distill.KDObjective
         mode: alpha
-        weights: {audio: 1.0, seq: 1.0}
+        weights: {enc: 1.0, seq: 1.0}
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def memory_alpha(is_memory: torch.Tensor) -> torch.Tensor:
 
 
 class KDObjective:
-    """Combine ``sup`` with named KD terms: ``total, parts = obj(sup, {"audio": l_a, "seq": l_s}, is_memory=mask)``.
+    """Combine ``sup`` with named KD terms: ``total, parts = obj(sup, {"enc": l_e, "seq": l_s}, is_memory=mask)``.
 
     Args:
         weights: term name -> weight w_k (from YAML). A term with weight 0 is skipped (and may be left out of the

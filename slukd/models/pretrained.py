@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,22 +77,38 @@ def require_transformers() -> None:
 
 
 def check_local_folder(source: str | os.PathLike, what: str, need: tuple[str, ...] = ("config.json",)) -> Path:
-    """``source`` as a Path after checking it is a local folder with the files ``need`` and some weights.
+    """``source`` as a Path after checking it is a local folder with the files ``need`` and some weights. A hub
+    name (``facebook/wav2vec2-base``) is looked up in the local Hugging Face cache (``HF_HUB_CACHE``), where
+    ``huggingface-cli download NAME`` puts it.
 
     Raises FileNotFoundError naming the folder and what is missing (nothing is ever downloaded).
     """
     path = Path(source)
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"{what}: {str(source)!r} is not a local folder (checkpoints are never downloaded at run time; "
-            "download the model once, e.g. with huggingface-cli download, and give its folder)"
-        )
+        path = _from_hub_cache(str(source), what)
     missing = [name for name in need if not (path / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{what}: folder {path} has no {', '.join(missing)}")
     if not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in path.iterdir()):
         raise FileNotFoundError(f"{what}: folder {path} has no weights (*.safetensors, *.bin or *.ckpt)")
     return path
+
+
+def _from_hub_cache(source: str, what: str) -> Path:
+    """The cached snapshot folder of hub name ``source`` (no network: the cache only)."""
+    hint = ("checkpoints are never downloaded at run time; download the model once (huggingface-cli download "
+            "NAME, on a machine with network) and give its hub name or its folder")  # fmt: skip
+    if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", source):
+        raise FileNotFoundError(f"{what}: {source!r} is not a local folder ({hint})")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, local_files_only=True))
+    except ImportError as err:
+        raise FileNotFoundError(f"{what}: {source!r} is not a local folder and huggingface_hub is missing") from err
+    except Exception as err:  # LocalEntryNotFoundError and friends: not in the cache
+        raise FileNotFoundError(f"{what}: {source!r} is neither a local folder nor in the Hugging Face cache "
+                                f"({hint})") from err  # fmt: skip
 
 
 class RawWaveform(nn.Module):

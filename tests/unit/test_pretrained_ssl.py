@@ -227,3 +227,17 @@ model: !new:slukd.models.seq2seq.Seq2Seq
     assert model.encoder is hp["ssl"] and model.encoder_dim == 32
     assert not any(p.requires_grad for p in hp["ssl"].model.encoder.layers[0].parameters())
     assert model.encode(_wavs(1, 4000), torch.ones(1)).shape == (1, 199, 32)
+
+
+def test_a_hub_name_is_read_from_the_local_cache_only(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor in the Hugging Face cache"):
+        SSLEncoder("someorg/tiny-wav2vec2")  # not cached: never downloaded, a clear error
+    repo = tmp_path / "hub" / "models--someorg--tiny-wav2vec2"
+    save_tiny("wav2vec2", repo / "snapshots" / "0123abcd")  # the layout huggingface-cli download leaves
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    enc = SSLEncoder("someorg/tiny-wav2vec2")
+    assert enc(torch.randn(2, 4000), torch.ones(2)).shape[0] == 2
