@@ -77,3 +77,23 @@ def test_caption_speed_demo_preset_is_the_demo_pair():
         want = {k: v for k, v in base[f"{name}_model"].items() if k != "dropout"}
         have = {k: v for k, v in preset[name].items() if k != "dropout"}
         assert have == want, f"{name}: preset {have} vs base.yaml {want}"
+
+
+def test_slu_rows_mean_what_their_names_say():
+    """The KD rows sit on the paper's base (1% iCaRL herding memory); *_random rows on random memory; each KD row
+    turns on exactly the terms its name lists; finetune and joint keep nothing."""
+    terms = {"audio": "enc_kd_weight", "tok": "tok_kd_weight", "seq": "seq_kd_weight"}
+    for path in sorted((REPO / "hparams" / "slurp_incremental").glob("*.yaml")):
+        if path.stem.startswith("base"):
+            continue
+        hp, _ = load_hparams(path)
+        name = path.stem
+        if name in ("finetune", "joint"):
+            assert hp["memory"] == "none", name
+            continue
+        want = "random" if name.endswith("_random") or name == "rehearsal_5pct" else "herding"
+        assert hp["memory"] == want, name
+        assert hp["memory_fraction"] == (0.05 if name == "rehearsal_5pct" else 0.01) and hp["memory_per_class"] is None
+        on = {t for t, key in terms.items() if hp[key] > 0}
+        expected = set(terms) if name == "all_kd" else {t for t in terms if t in name.split("_")}
+        assert on == expected, f"{name}: KD terms on {sorted(on)}"
