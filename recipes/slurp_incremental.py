@@ -36,6 +36,7 @@ from slukd.data.target import ParseStats
 from slukd.distill import Teacher, TeacherTargets
 from slukd.experiment import main_guard, start_experiment
 from slukd.metrics.wer import write_wer_alignments
+from slukd.report import write_run_report
 from slukd.report.curves import plot_train_log
 from slukd.slu import SLUBrain, label_report, make_dataset, prepare_corpus, prepare_scenario, prepare_tokenizer
 from slukd.slu.evaluate import predictions, score_step
@@ -292,12 +293,15 @@ def main(argv: list[str]) -> int:
 
     # the continual loop
     runner = ContinualRunner(out, scenario.n_tasks, memory, header={"row": hparams["row"], "seed": hparams["seed"]},
-                             first_task_cache=cache, first_task_key=key)  # fmt: skip
+                             first_task_cache=cache, first_task_key=key, report=write_run_report)  # fmt: skip
     strategy = SLURPIncremental(hparams, run_opts, data, tokenizer, scenario, runner)
     task = hparams["task"]
     if run_opts.test_only:  # evaluate finished tasks again (on the run's test split or on test_data_folder)
         return test_only(hparams, strategy, runner, data, int(task) if task is not None else None)
-    runner.run(strategy, only_task=int(task) if task is not None else None)
+    summary = runner.run(strategy, only_task=int(task) if task is not None else None)
+    if summary:  # every task done (main process): the report's headline
+        logger.info("Avg Acc %.2f, Last Acc %.2f, Avg WER %.2f (report in %s)", 100 * summary["avg_acc"],
+                    100 * summary["last_acc"], 100 * summary["avg_wer"], out / "report.md")  # fmt: skip
     return 0
 
 

@@ -1,8 +1,8 @@
 """The continual-learning runner: a resumable state machine over the tasks of one run folder.
 
-It knows tasks, folders, markers, the rehearsal memory hand-off and the report, and nothing of the learning
-problem: the recipe gives it a :class:`Strategy` (Avalanche's split: the runner is the loop, the strategy trains and
-evaluates). Run folder::
+It knows tasks, folders, markers, the rehearsal memory hand-off and when to call the recipe's report, and nothing
+of the learning problem: the recipe gives it a :class:`Strategy` (Avalanche's split: the runner is the loop, the
+strategy trains and evaluates) and its report function. Run folder::
 
     task<k>/                    the strategy's files of task k (checkpoints, teacher targets, predictions, ...)
     task<k>/DONE                written last; a task with it is skipped on rerun
@@ -22,7 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -96,8 +98,10 @@ class ContinualRunner:
         header: dict[str, Any] | None = None,
         first_task_cache: Any = None,
         first_task_key: str | None = None,
+        report: Callable[[Path], dict[str, Any]] | None = None,
     ) -> None:
         self.out = Path(out_dir)
+        self.report = report
         self.n_tasks = int(n_tasks)
         self.fresh_memory = memory
         self.header = dict(header or {})
@@ -145,14 +149,8 @@ class ContinualRunner:
             self.run_task(strategy, t)
         summary = None
         if all(self.done(t) for t in range(self.n_tasks)) and if_main_process():
-            summary = write_report(self.out)
-            logger.info(
-                "run finished: Avg Acc %.2f, Last Acc %.2f, Avg WER %.2f (report in %s)",
-                100 * summary["avg_acc"],
-                100 * summary["last_acc"],
-                100 * summary["avg_wer"],
-                self.out / "report.md",
-            )
+            summary = write_report(self.report, self.out) if self.report is not None else None
+            logger.info("run finished: all %d tasks done in %s", self.n_tasks, self.out)
         barrier()
         return summary
 
@@ -217,22 +215,22 @@ class ContinualRunner:
         atomic_write_text(self.task_dir(t) / "DONE", f"task {t + 1} finished\n")
 
 
-def write_report(out: Path) -> dict[str, Any]:
-    """``slukd.report.write_run_report`` (with the ``report::N`` fault-injection point when asked for)."""
-    import slukd.report as report
-
+def write_report(report: Callable[[Path], dict[str, Any]], out: Path) -> dict[str, Any]:
+    """``report(out)``, the recipe's run report (with the ``report::N`` fault-injection point when asked for: the
+    N-th atomic write of the report's module dies)."""
     spec = os.environ.get(DIE_ENV, "")
-    if not spec.startswith("report"):
-        return report.write_run_report(out)
-    original, n = report.atomic_write_text, [0]
+    module = sys.modules[report.__module__]
+    if not spec.startswith("report") or not hasattr(module, "atomic_write_text"):
+        return report(out)
+    original, n = module.atomic_write_text, [0]
 
     def counting_write(*args, **kwargs):
         n[0] += 1
         maybe_die("report", None, n[0])
         return original(*args, **kwargs)
 
-    report.atomic_write_text = counting_write
+    module.atomic_write_text = counting_write
     try:
-        return report.write_run_report(out)
+        return report(out)
     finally:
-        report.atomic_write_text = original
+        module.atomic_write_text = original
