@@ -130,6 +130,32 @@ def test_supervised_student_builds_its_vocabulary_from_its_own_captions(teacher_
     assert set(vocab.itos[4:]) <= {w.strip(".,").lower() for w in words}
 
 
+def test_a_data_change_before_a_rerun_stops_with_what_changed(teacher_run, tmp_path):
+    """An unfinished captioning run (killed before its results) whose corpus changed: the rerun stops naming the
+    change; --data_changed=restart starts over on the new data."""
+    import csv
+    import shutil
+
+    from slukd.data.fingerprint import DataChangedError
+
+    data = tmp_path / "data"
+    shutil.copytree(teacher_run / "data", data)
+    argv = cap_argv("student_supervised", teacher_run, "unused", f"--data_folder={data}",
+                    f"--output_folder={tmp_path / 'run'}")  # fmt: skip
+    assert run(argv) == 0
+    (tmp_path / "run" / "results.json").unlink()  # as if killed after training, before its results
+    dev = data / "clotho_captions_development.csv"
+    rows = list(csv.reader(dev.open(newline="")))
+    rows[1][1] += " Then silence."  # one caption fixed between the kill and the rerun
+    with dev.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(DataChangedError, match="clotho_captions_development.csv changed"):
+        run(argv)
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert run([*argv, "--data_changed=restart"]) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["test"]["n"] == 8
+
+
 def test_student_without_teacher_is_a_clear_error(tmp_path):
     argv = cap_argv("student_seqkd", tmp_path, "s", f"--teacher_folder={tmp_path / 'none'}")
     with pytest.raises(FileNotFoundError, match="Train the teacher row first"):

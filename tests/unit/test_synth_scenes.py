@@ -146,7 +146,9 @@ def test_cli(tmp_path, capsys):
     assert (
         ss.cli_main(["--out", str(tmp_path / "z"), "--tier", "tiny", "--jobs", "1", "--noprogressbar"], prog="t") == 0
     )
-    assert json.loads(capsys.readouterr().out)["clips"]["train"] == ss.TIERS["tiny"].n_train
+    out = capsys.readouterr().out  # one readable line; the details are in corpus_info.json
+    assert out.startswith(f"t: {tmp_path / 'z'}: train {ss.TIERS['tiny'].n_train}, ") and "clips (" in out
+    assert json.loads((tmp_path / "z" / "corpus_info.json").read_text())["clips"]["train"] == ss.TIERS["tiny"].n_train
 
 
 def test_speech_goes_through_slukd_data_tts(monkeypatch):
