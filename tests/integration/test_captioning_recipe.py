@@ -117,6 +117,15 @@ def test_data_scarce_pools_are_what_their_names_say(teacher_run):
     pool_ids = {r["ID"] for r in read_manifest(tmp / "student_scarce_seqkd_mse_pool/manifests/audio_only.csv")
                 if r["ID"].startswith("audio_only_")}  # fmt: skip
     assert pool_ids and not pool_ids & teacher_train  # the teacher never saw captions of the pool
+    # the remainder row's audio-only clips are exactly the training clips whose captions it dropped
+    from slukd.captioning.prepare import audio_only_rows, prepare_captions
+    from slukd.config import load_hparams
+
+    row = "student_scarce_seqkd_mse_remainder"
+    argv = cap_argv(row, tmp, "remainder_check", "--captioned_fraction=0.5")
+    hp, _ = load_hparams(argv[0], argv[1:])
+    remainder = {r["ID"] for r in audio_only_rows(hp, prepare_captions(hp, tmp / "remainder_check"))}
+    assert remainder == dropped
 
 
 def test_supervised_student_builds_its_vocabulary_from_its_own_captions(teacher_run):
