@@ -115,19 +115,22 @@ def test_kill_during_task2_then_rerun_equals_uninterrupted(tmp_path):
     assert pa == pb
 
 
-def test_debug_runs_never_touch_the_real_folder_and_run_options_reach_every_phase(tmp_path, tiny_corpus):
+def test_debug_runs_never_touch_the_real_folder_and_run_options_reach_every_phase(tmp_path, tiny_corpus, capfd):
     import torch
 
     out = tmp_path / "run"
     argv = [str(HP / "seq_kd.yaml"), f"--data_folder={tiny_corpus}", f"--output_folder={out}",
             f"--order={_order(tmp_path)}", *TINY]  # fmt: skip
     argv = [a for a in argv if not a.startswith("--eval_precision")]
-    assert main([*argv, "--debug"]) == 0  # SpeechBrain's debug mode: a few batches and epochs
+    # SpeechBrain's debug mode (a few batches and epochs), with progress bars: they show
+    assert main([a for a in argv if a != "--noprogressbar"] + ["--debug"]) == 0
+    assert "%|" in capfd.readouterr().err
     debug = tmp_path / "run-debug"
     assert (debug / "task2" / "DONE").is_file() and not out.exists()
     assert json.loads((debug / "run_info.json").read_text())["identity"]["shortened"] is True
     # a real run in the real folder trains from scratch (nothing of the debug run is taken for final)
     assert main([*argv, "--eval_precision=bf16"]) == 0
+    assert "%|" not in capfd.readouterr().err  # --noprogressbar: no bar in any phase (training, decoding, targets)
     info = json.loads((out / "run_info.json").read_text())["identity"]
     assert info["shortened"] is False and info["settings"]["eval_precision"] == "bf16"
     assert "eval_precision: bf16" in (out / "hparams_resolved.yaml").read_text()
