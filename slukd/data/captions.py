@@ -118,6 +118,22 @@ class _FirstSeen:
         where0, value0 = self.first[key]
         return ("same" if value0 == value else "other"), where0
 
+    def repeated(self, key: str, value: Any, where: str, stats: SkipStats, split: str, what: str, label: str,
+                 same_label: str | None = None) -> bool:  # fmt: skip
+        """True when ``key`` was read before, counted as ``duplicate_<what>`` (same value: kept once) or
+        ``conflicting_<what>`` (another value: the first is kept), named by ``label`` (``same_label`` for an exact
+        repeat, when given) in the log."""
+        dup = self.check(key, value, where)
+        if dup is None:
+            return False
+        kind, where0 = dup
+        if kind == "same":
+            stats.skip(split, f"duplicate_{what}", where, f"{same_label or label} repeats {where0} exactly; kept once")
+        else:
+            stats.skip(split, f"conflicting_{what}", where, f"{label} was read at {where0} with other content; the "
+                       "first is kept")  # fmt: skip
+        return True
+
 
 def _duration(path: Path) -> float:
     info = sf.info(str(path))
@@ -211,18 +227,8 @@ def read_clotho_csv(
                 stats.skip(split, "wrong_caption_count", where, f"{name} has {len(caps)} captions, not {n_captions}")
                 continue
             clip_id = f"{split}_{Path(name).stem}"
-            dup = seen.check(clip_id, (name, caps), where)
-            if dup is not None:
-                kind, where0 = dup
-                if kind == "same":
-                    stats.skip(split, "duplicate_clip", where, f"{name} repeats {where0} exactly; kept once")
-                else:
-                    stats.skip(
-                        split,
-                        "conflicting_clip",
-                        where,
-                        f"clip {clip_id} ({name}) was read at {where0} with other audio or captions; the first is kept",
-                    )
+            label = f"clip {clip_id} ({name})"
+            if seen.repeated(clip_id, (name, caps), where, stats, split, "clip", label, same_label=name):
                 continue
             wav = (audio_dir / name).resolve()
             if not wav.is_file():
@@ -261,11 +267,7 @@ def _audio_only_rows(
         items = [(p.resolve(), str(p)) for p in sorted(folder.rglob("*")) if p.suffix.lower() in AUDIO_EXTS]
     for path, where in items:
         clip_id = f"audio_only_{path.stem}"
-        dup = seen.check(clip_id, str(path), where)
-        if dup is not None:
-            kind, where0 = dup
-            reason = "duplicate_clip" if kind == "same" else "conflicting_clip"
-            stats.skip("audio_only", reason, where, f"clip {clip_id} was read at {where0}; the first is kept")
+        if seen.repeated(clip_id, str(path), where, stats, "audio_only", "clip", f"clip {clip_id}"):
             continue
         if not path.is_file():
             stats.skip("audio_only", "missing_audio", where, str(path))
@@ -337,26 +339,6 @@ def _audiocaps_candidates(yid: str, start: str, cap_id: str) -> list[str]:
     return cand
 
 
-def _repeated_caption(
-    seen: _FirstSeen, cap_id: str, key: str, cap: str, split: str, where: str, stats: SkipStats
-) -> bool:
-    """True (and counted as ``duplicate_caption`` / ``conflicting_caption``) when ``cap_id`` was read before."""
-    dup = seen.check(cap_id, (key, cap), where)
-    if dup is None:
-        return False
-    kind, where0 = dup
-    if kind == "same":
-        stats.skip(split, "duplicate_caption", where, f"audiocap_id {cap_id} repeats {where0}")
-    else:
-        stats.skip(
-            split,
-            "conflicting_caption",
-            where,
-            f"audiocap_id {cap_id} was read at {where0} with another clip or caption; the first is kept",
-        )
-    return True
-
-
 def _read_audiocaps_csv(
     csv_path: Path, audio_dir: Path, split: str, stats: SkipStats
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -383,7 +365,7 @@ def _read_audiocaps_csv(
                 stats.skip(split, "no_caption", where, f"youtube_id {yid}")
                 continue
             key = f"{yid}_{start}"
-            if cap_id and _repeated_caption(seen, cap_id, key, cap, split, where, stats):
+            if cap_id and seen.repeated(cap_id, (key, cap), where, stats, split, "caption", f"audiocap_id {cap_id}"):
                 continue
             if key in no_audio:
                 continue  # the clip was counted once as missing_audio

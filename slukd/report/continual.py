@@ -229,11 +229,14 @@ def _pct(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else 100.0 * x
 
 
+#: what each checkpoint-selection scope (``valid_scope``) selects on, in words
+SCOPE_TEXT = {"seen": "the devel items of every scenario seen so far", "current": "the current task's devel items only"}
+
+
 def _run_notes(summary: dict[str, Any]) -> list[str]:
     """Markdown lines: how checkpoints were selected, whether task 1 was reused, and every skipped item."""
     scope = summary.get("valid_scope")
-    what = {"seen": "the devel items of every scenario seen so far", "current": "the current task's devel items only"}
-    lines = [f"- Checkpoint selection: {scope} ({what.get(scope, 'not recorded')})."]
+    lines = [f"- Checkpoint selection: {scope} ({SCOPE_TEXT.get(scope, 'not recorded')})."]
     if summary.get("first_task_reused"):
         lines.append("- Task 1 was taken from the shared first-task cache (trained once for all rows of this seed).")
     skipped = summary.get("skipped", {})

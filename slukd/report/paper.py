@@ -11,7 +11,7 @@ claims is checked on the runs' Avg Acc (mean over seeds) with one of three verdi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["PAPER_SLU", "check_claims", "format_paper_section"]
@@ -49,13 +49,20 @@ def _ms(rows: Mapping[str, Row], name: str, key: str = "avg_acc") -> tuple[float
     return r[key]
 
 
+def _gain(rows: Mapping[str, Row], row: str, base: str) -> tuple[float, float] | None:
+    a, b = _ms(rows, row), _ms(rows, base)
+    if a is None or b is None:
+        return None
+    return a[0] - b[0], max(a[1], b[1])
+
+
 def _compare(rows: Mapping[str, Row], a: str, b: str, what: str) -> str:
     """Verdict on 'mean(a) > mean(b)' for Avg Acc, with the numbers."""
-    ma, mb = _ms(rows, a), _ms(rows, b)
-    if ma is None or mb is None:
-        return f"not run ({a if ma is None else b} has no finished runs)"
-    diff, spread = ma[0] - mb[0], max(ma[1], mb[1])
-    nums = f"{a} {ma[0]:.2f} ± {ma[1]:.2f} vs {b} {mb[0]:.2f} ± {mb[1]:.2f}"
+    g = _gain(rows, a, b)
+    if g is None:
+        return f"not run ({a if _ms(rows, a) is None else b} has no finished runs)"
+    (diff, spread), ma, mb = g, _ms(rows, a), _ms(rows, b)
+    nums = f"{a} {ma[0]:.2f} ± {ma[1]:.2f} vs {b} {mb[0]:.2f} ± {mb[1]:.2f}"  # type: ignore[index]
     if abs(diff) <= spread:
         return f"within spread: {nums} (difference {diff:+.2f} ≤ std {spread:.2f}); {what} cannot be ranked here"
     return f"{'holds' if diff > 0 else 'does not hold'}: {nums} ({diff:+.2f})"
@@ -77,13 +84,6 @@ def _extreme(rows: Mapping[str, Row], target: str, others: Sequence[str], key: s
     if abs(gap) <= spread:
         return f"within spread: {nums} (gap {gap:.2f} ≤ std {spread:.2f})"
     return f"{'holds' if gap > 0 else 'does not hold'} ({target} {'is' if gap > 0 else 'is not'} the {word}): {nums}"
-
-
-def _gain(rows: Mapping[str, Row], row: str, base: str) -> tuple[float, float] | None:
-    a, b = _ms(rows, row), _ms(rows, base)
-    if a is None or b is None:
-        return None
-    return a[0] - b[0], max(a[1], b[1])
 
 
 def check_claims(rows: Mapping[str, Row], split: str) -> list[tuple[str, str]]:
@@ -144,9 +144,7 @@ def _fmt(m: float | None) -> str:
     return "-" if m is None or (isinstance(m, float) and math.isnan(m)) else f"{m:.2f}"
 
 
-def format_paper_section(agg_rows: Sequence[Row], split: str,
-                         claim_check: Callable[[Mapping[str, Row], str], list[tuple[str, str]]] = check_claims,
-                         ) -> str:  # fmt: skip
+def format_paper_section(agg_rows: Sequence[Row], split: str) -> str:
     """Markdown: the runs' Avg/Last Acc, Avg WER, Avg SLU-F1 beside the paper's, then the claims with verdicts."""
     if split not in PAPER_SLU:
         raise ValueError(f"--paper must be one of {sorted(PAPER_SLU)}, got {split!r}")
@@ -166,7 +164,7 @@ def format_paper_section(agg_rows: Sequence[Row], split: str,
         lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(cells) + " |")
     lines += ["", "The paper's claims on these runs (Avg Acc unless stated; 'within spread' = the difference is not "
               "larger than the larger per-seed std, so the rows are not ranked):", ""]  # fmt: skip
-    lines += [f"- {claim}: {verdict}" for claim, verdict in claim_check(rows, split)]
+    lines += [f"- {claim}: {verdict}" for claim, verdict in check_claims(rows, split)]
     if rows and min(r["n"] for r in rows.values()) < 2:
         lines += ["", "Some rows have a single seed: their std is 0 and says nothing about the spread; run more seeds "
                   "before reading a verdict."]  # fmt: skip

@@ -286,10 +286,11 @@ def _notes_md(rows: Sequence[dict[str, Any]], kind: str) -> str:
         return ""
     scopes = {r["label"]: sorted({str(n.get("valid_scope")) for n in r["notes_all"]}) for r in rows}
     common = {s for v in scopes.values() for s in v}
-    what = {"seen": "the devel items of every scenario seen so far", "current": "the current task's devel items"}
     if len(common) == 1:
+        from slukd.report.continual import SCOPE_TEXT
+
         (scope,) = common
-        lines = [f"Checkpoints selected on {what.get(scope, scope)} (`valid_scope: {scope}`) in every run."]
+        lines = [f"Checkpoints selected on {SCOPE_TEXT.get(scope, scope)} (`valid_scope: {scope}`) in every run."]
     else:
         lines = ["Checkpoint selection differs between rows: "
                  + "; ".join(f"{k}: {'/'.join(v)}" for k, v in scopes.items()) + "."]  # fmt: skip

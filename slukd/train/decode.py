@@ -61,14 +61,15 @@ def decode_dataset(
     rank, world = _dist() if shard else (0, 1)
     was_training = model.training
     model.eval()
-    loader = make_dataloader(dataset, batch_size=batch_size, shuffle=False)
+    # this process's batches only (every world-th, in order): the others' audio is never loaded here
+    n = len(dataset)
+    starts = range(rank * batch_size, n, world * batch_size)
+    loader = make_dataloader(dataset, batch_sampler=[list(range(i, min(i + batch_size, n))) for i in starts])
     out: dict[str, list[int]] = {}
     try:
         k = 0
         bar = tqdm(loader, desc=desc, disable=not progress or rank != 0, dynamic_ncols=True)
-        for b, batch in enumerate(bar):
-            if b % world != rank:
-                continue
+        for batch in bar:
             batch = batch.to(device)
             wavs, lens = batch.sig
             with autocast(device, precision):

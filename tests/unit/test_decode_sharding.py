@@ -8,6 +8,8 @@ from speechbrain.utils.data_pipeline import provides, takes
 import slukd.train.decode as D
 from slukd.models import Seq2Seq
 
+LOADED: list[str] = []  # keys whose audio was loaded
+
 
 def _dataset(n: int) -> DynamicItemDataset:
     g = torch.Generator().manual_seed(0)
@@ -17,6 +19,7 @@ def _dataset(n: int) -> DynamicItemDataset:
     @takes("k")
     @provides("sig")
     def sig(k):
+        LOADED.append(k)
         return waves[k]
 
     ds.add_dynamic_item(sig)
@@ -38,6 +41,9 @@ def test_each_process_decodes_its_share_and_the_parts_are_gathered(rank, monkeyp
         parts[1 - rank] = {i: h for i, h in full.items() if i not in mine}
 
     monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    LOADED.clear()
     out = D.decode_dataset(model, ds, batch_size=2, max_len=3, progress=False, on_batch=seen.append)
     assert len(seen) == (3 if rank == 0 else 2)  # batches 0, 2, 4 on rank 0; 1, 3 on rank 1
+    mine = [f"u{i}" for b in range(rank, 5, 2) for i in (2 * b, 2 * b + 1)]
+    assert sorted(LOADED) == sorted(mine)  # the other process's audio is never loaded here
     assert out == full
