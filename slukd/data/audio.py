@@ -403,8 +403,6 @@ def drop_bad_audio(
     return kept, skipped
 
 
-
-
 def check_and_drop_audio(
     rows: dict[str, list[dict]],
     data_root: str | os.PathLike | None,

@@ -148,3 +148,22 @@ def test_sequence_nll_hand_and_padding():
     ls = (1 - eps) * -math.log(0.6) - eps * sum(math.log(p) for p in [0.2, 0.2, 0.6]) / 3
     got = sequence_nll(lp, targets, pad_index=0, item_weight=w, label_smoothing=eps)
     assert got.item() == pytest.approx(ls, rel=1e-6)
+
+
+def test_seq_kd_noise_student_cannot_reach_the_minimum():
+    """CE on the teacher's hypotheses: a student that ignores the audio (one learned distribution per position)
+    cannot go below the entropy of the hypotheses' tokens; one that follows the audio reaches ~0."""
+    torch.manual_seed(0)
+    hyps = torch.randint(3, 12, (32, 5))  # item-dependent hypotheses (no padding)
+    logits = torch.zeros(5, 12, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(400):
+        opt.zero_grad()
+        loss = sequence_nll(logits.log_softmax(-1).expand(32, 5, 12), hyps, pad_index=0)
+        loss.backward()
+        opt.step()
+    counts = torch.stack([torch.bincount(hyps[:, p], minlength=12) for p in range(5)]).float() / 32
+    floor = -(counts[counts > 0] * counts[counts > 0].log()).sum() / 5  # mean per-position entropy
+    assert loss.item() >= floor.item() - 1e-3 and floor.item() > 1.5
+    informed = torch.nn.functional.one_hot(hyps, 12).float().mul(20).log_softmax(-1)  # knows each item's hypothesis
+    assert sequence_nll(informed, hyps, pad_index=0).item() < 1e-6

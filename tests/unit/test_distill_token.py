@@ -76,3 +76,22 @@ def test_token_kl_errors():
         m(torch.randn(2, 3, 5), torch.randn(2, 3, 5), item_weight=torch.ones(3))
     with pytest.raises(ValueError, match="temperature"):
         TokenKL(0.0)
+
+
+def test_token_kl_noise_student_cannot_reach_the_minimum():
+    """A student whose distributions ignore the input (one learned logit vector for every item and position) can
+    only reach the KL to the teachers' average; a student equal to the teacher reaches 0."""
+    torch.manual_seed(0)
+    t = 3.0 * torch.randn(16, 6, 20)  # the teacher's item-dependent distributions (fixed targets)
+    mask = torch.ones(16, 6, dtype=torch.bool)
+    kl = TokenKL(2.0)
+    bias = torch.zeros(20, requires_grad=True)
+    opt = torch.optim.Adam([bias], lr=0.1)
+    first = kl(bias.expand(16, 6, 20), t, mask).item()
+    for _ in range(400):
+        opt.zero_grad()
+        loss = kl(bias.expand(16, 6, 20), t, mask)
+        loss.backward()
+        opt.step()
+    assert loss.item() > 0.5 * first  # far from the minimum, however long it trains
+    assert kl(t.clone(), t, mask).item() == pytest.approx(0.0, abs=1e-5)
