@@ -24,14 +24,31 @@ for w in $what; do
       echo "caption_speed preset: $preset" | tee "$OUT/caption_speed.txt"
       timeout 300 python3 benchmarks/caption_speed.py --preset $preset --device cuda --bf16 2>&1 | tee -a "$OUT/caption_speed.txt" ;;
     slu)
-      # the main job's rows (and joint) on SLURP-3 for 3 seeds on the demo corpus, through the one sweep command
-      # (8 runs at a time; resumable; `slukd report` lists any run that did not finish apart, never in a mean)
-      SEEDS=${SEEDS:-0 1 2}; ROWS=${ROWS:-joint finetune rehearsal_herding seq_kd}
+      # continual rows on the demo corpus, 3 seeds, through the one sweep command (resumable: calling this again on
+      # the same machine continues; `slukd report` lists any run that did not finish apart, never in a mean).
+      # Defaults: the main job's rows on SLURP-3. The SLURP-6 table:
+      #   SPLITS=slurp6 ROWS=all EPOCHS=25 JOBS=16 SWEEP=results/gpu_slurp6 bash benchmarks/gpu_checks.sh slu
+      SEEDS=${SEEDS:-0 1 2}; ROWS=${ROWS:-joint finetune rehearsal_herding seq_kd}; SPLITS=${SPLITS:-slurp3}
+      EPOCHS=${EPOCHS:-10}; JOBS=${JOBS:-8}; SWEEP=${SWEEP:-results/gpu_demo}; BUDGET=${BUDGET:-480}
+      LATER=${LATER:-5}; DEVICE=${DEVICE:-cuda}
+      t0=$(date +%s)
+      rowargs=(); [ "$ROWS" != all ] && rowargs=(--rows $ROWS)
       timeout 180 python3 -m slukd.cli synth slu --out data/slu_demo --tier demo --seed 0 --workers 16 2>&1 | tail -2
-      timeout ${SLU_TIMEOUT:-480} python3 -m slukd.cli sweep slu --rows $ROWS --seeds $SEEDS --splits slurp3 \
-        --jobs 8 --threads 1 --out results/gpu_demo --set corpus=demo demo_tier=demo data_folder=data/slu_demo number_of_epochs=10 later_task_epochs=5 \
-        device=cuda noprogressbar=true > "$OUT/slu_sweep.log" 2>&1; echo "sweep exit $?" | tee "$OUT/slu_status.txt"
-      python3 -m slukd.cli report results/gpu_demo --out "$OUT/slu_table" 2>&1 | tee "$OUT/slu_table.txt"
-      tar czf "$OUT/slu_results.tgz" --exclude='save' --exclude='*.ckpt' results/gpu_demo 2>/dev/null ;;
+      snapshot() {  # what a cut call still brings back: reports and run records, no checkpoints
+        for s in $SPLITS; do
+          j=(); [ -d "$SWEEP/joint" ] && j=("$SWEEP/joint")
+          [ -d "$SWEEP/$s" ] && python3 -m slukd.cli report "$SWEEP/$s" "${j[@]}" --paper "$s" \
+            > "$OUT/table_$s.txt" 2>&1
+        done
+        tar czf "$OUT/slu_results.tgz.part" --exclude='save' --exclude='*.ckpt' --exclude='first_task_cache' \
+          --exclude='manifests' "$SWEEP" 2>/dev/null && mv "$OUT/slu_results.tgz.part" "$OUT/slu_results.tgz"
+      }
+      ( while sleep 60; do snapshot; done ) & snap=$!
+      left=$(( BUDGET - ($(date +%s) - t0) - 30 ))
+      timeout $left python3 -m slukd.cli sweep slu "${rowargs[@]}" --seeds $SEEDS --splits $SPLITS \
+        --jobs $JOBS --threads 1 --out "$SWEEP" --set corpus=demo demo_tier=demo data_folder=data/slu_demo \
+        number_of_epochs=$EPOCHS later_task_epochs=$LATER first_task_cache="$SWEEP/first_task_cache" device=$DEVICE \
+        noprogressbar=true >> "$OUT/slu_sweep.log" 2>&1; echo "sweep exit $? after $(( $(date +%s) - t0 )) s" | tee "$OUT/slu_status.txt"
+      kill $snap 2>/dev/null; snapshot; cat "$OUT"/table_*.txt 2>/dev/null | head -80 ;;
   esac
 done
