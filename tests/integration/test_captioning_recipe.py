@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import speechbrain as sb
 import torch
 
 from slukd.config import load_hparams
@@ -93,6 +94,34 @@ def test_student_with_every_kd_term_and_audio_only(teacher_run):
     assert len(cache["hyps"]) == len(cache["emb"]) == 24 + 16  # every training clip and the pool
     # the targets come from the teacher as it was evaluated: its beam, length limit and precision
     assert cache["config"] == {"beam": 3, "max_len": 6, "precision": "bf16", "kind": "caption"}
+
+
+def test_precision_run_option_reaches_both_training_passes(teacher_run, monkeypatch):
+    """``--precision=bf16`` puts the captioned pass and the audio-only pass of fit_batch under bf16 autocast."""
+    from slukd.captioning.brain import CaptionBrain
+
+    seen = {"train": [], "ao": []}
+    forward, ao_loss = CaptionBrain.compute_forward, CaptionBrain.audio_only_loss
+
+    def state():
+        on = torch.is_autocast_enabled("cpu")
+        return on, torch.get_autocast_dtype("cpu") if on else None
+
+    def rec_forward(self, batch, stage):
+        if stage == sb.Stage.TRAIN:
+            seen["train"].append(state())
+        return forward(self, batch, stage)
+
+    def rec_ao(self, batch):
+        seen["ao"].append(state())
+        return ao_loss(self, batch)
+
+    monkeypatch.setattr(CaptionBrain, "compute_forward", rec_forward)
+    monkeypatch.setattr(CaptionBrain, "audio_only_loss", rec_ao)
+    tmp = teacher_run
+    assert run(cap_argv("student_seqkd_contrastive_audio", tmp, "s_bf16", "--precision=bf16")) == 0
+    assert seen["train"] and seen["ao"]
+    assert set(seen["train"]) == set(seen["ao"]) == {(True, torch.bfloat16)}
 
 
 def test_data_scarce_pools_are_what_their_names_say(teacher_run):

@@ -44,7 +44,7 @@ def _batch(pad_token: int = 0) -> PaddedBatch:
     return batch
 
 
-def _brain(tmp_path, weights=(1.0, 1.0, 1.0), enc_kind="mse") -> SLUBrain:
+def _brain(tmp_path, weights=(1.0, 1.0, 1.0), enc_kind="mse", run_opts=None) -> SLUBrain:
     student, teacher = _model(0), Teacher(_model(1))
     terms = [EncoderKD(weights[0], kind=enc_kind, proj_dim=8), TokenKD(weights[1], temperature=2.0),
              SeqKD(weights[2])]  # fmt: skip
@@ -54,8 +54,8 @@ def _brain(tmp_path, weights=(1.0, 1.0, 1.0), enc_kind="mse") -> SLUBrain:
     targets.hyps = dict(HYPS)
     brain = SLUBrain(
         modules={"model": student}, opt_class=lambda p: torch.optim.SGD(p, lr=0.1),
-        hparams={"ctc_weight": 0.0, "label_smoothing": 0.0, "max_grad_norm": 1.0}, run_opts={"device": "cpu"},
-        teacher=teacher, kd_terms=terms, kd_mode="alpha", targets=targets,
+        hparams={"ctc_weight": 0.0, "label_smoothing": 0.0, "max_grad_norm": 1.0},
+        run_opts=run_opts or {"device": "cpu"}, teacher=teacher, kd_terms=terms, kd_mode="alpha", targets=targets,
     )  # fmt: skip
     brain.bos_id, brain.eos_id = BOS, EOS
     brain.modules.eval()
@@ -179,3 +179,27 @@ def test_kd_heads_are_registered_optimised_clipped_and_checkpointed(tmp_path):
     brain2.fit_batch(batch)
     moved = max((p.detach() - b).abs().max().item() for p, b in zip(head, before))
     assert 0 < moved < 1e-5
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", None), ("bf16", torch.bfloat16)])
+def test_precision_run_option_reaches_the_training_step(tmp_path, precision, dtype):
+    """``--precision`` (a SpeechBrain run option) sets the autocast of the student's forward inside fit_batch, with
+    the KD terms on: fp32 runs without autocast, bf16 under CPU autocast in bfloat16; the step still updates."""
+    brain = _brain(tmp_path, run_opts={"device": "cpu", "precision": precision})
+    seen = []
+    model = brain._model
+    forward = model.forward
+
+    def recording_forward(*args, **kwargs):
+        on = torch.is_autocast_enabled("cpu")
+        seen.append((on, torch.get_autocast_dtype("cpu") if on else None))
+        return forward(*args, **kwargs)
+
+    model.forward = recording_forward
+    brain.init_optimizers()
+    brain.modules.train()
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = brain.fit_batch(_batch())
+    assert seen and all(s == (dtype is not None, dtype) for s in seen), seen
+    assert math.isfinite(float(loss))
+    assert any((p.detach() - b).abs().max() > 0 for p, b in zip(model.parameters(), before))
