@@ -124,6 +124,16 @@ def test_precision_run_option_reaches_both_training_passes(teacher_run, monkeypa
     assert set(seen["train"]) == set(seen["ao"]) == {(True, torch.bfloat16)}
 
 
+def test_a_debug_run_never_touches_the_real_folder(teacher_run):
+    """SpeechBrain's ``--debug`` shortens the run: it writes to ``<output_folder>-debug``, its record says so, and
+    the real folder stays empty, so a later real run (and the sweep) can never take its results for final."""
+    tmp = teacher_run
+    assert run(cap_argv("student_seqkd_mse", tmp, "s_dbg", "--debug")) == 0
+    assert not (tmp / "s_dbg").exists()
+    info = json.loads((tmp / "s_dbg-debug" / "run_info.json").read_text())
+    assert info["identity"]["shortened"] is True and (tmp / "s_dbg-debug" / "results.json").is_file()
+
+
 def test_data_scarce_pools_are_what_their_names_say(teacher_run):
     """pool: clips that never had captions (the teacher never saw captions of them); remainder: the training clips
     whose captions the row drops (the teacher saw theirs). The strict row never trains on the remainder."""
