@@ -29,6 +29,7 @@ from slukd.distill import sequence_nll
 from slukd.metrics.caption import caption_metrics
 from slukd.train import KDBrain
 from slukd.train.decode import decode
+from slukd.utils.distributed import all_gather_objects
 
 
 class CaptionBrain(KDBrain):
@@ -151,10 +152,8 @@ class CaptionBrain(KDBrain):
 
     def valid_stats(self) -> dict[str, float]:
         preds = self._valid_preds
-        if self.distributed_launch and torch.distributed.is_initialized():
-            parts: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, preds)
-            preds = {k: v for p in parts for k, v in p.items()}
+        if self.distributed_launch:
+            preds = {k: v for p in all_gather_objects(preds) for k, v in p.items()}
         refs = {i: self.valid_refs[i] for i in preds}
         return {"CIDEr_D": caption_metrics(preds, refs, meteor=False)["CIDEr_D"]}
 
