@@ -58,7 +58,7 @@ class DERpp(Rehearsal):
             return
         path = self._logits_path(folder, t)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: DER++ logits after task {t + 1} missing although task {t + 1} is done")
+            raise FileNotFoundError(f"{path}: DER++ logits after task {t + 1} missing")
         self.logits = torch.load(path, map_location="cpu")
 
     @torch.no_grad()

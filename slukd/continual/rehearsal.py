@@ -76,7 +76,7 @@ class Rehearsal(ContinualPlugin):
             return
         path = self.state_path(folder, t)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: memory of task {t + 1} missing although task {t + 1} is done")
+            raise FileNotFoundError(f"{path}: memory of continual method {self.name!r} after task {t + 1} missing")
         self.memory = RehearsalMemory.load(path)
 
     def train_items(self, task: TaskView) -> list[str]:

@@ -130,19 +130,9 @@ class SLUStrategy:
 
         # knowledge distillation: the frozen model of task t-1 teaches (on the memory items, or on every item with
         # kd_scope: all); the plugins that need it get it too
-        kd_terms = [term for term in hp["kd_terms"] + hp["extra_kd_terms"] if term.active]
-        kd_on = t > 0 and bool(kd_terms) and (bool(mem_ids) or hp["kd_scope"] == "all")
-        need_teacher = (kd_on and any(term.needs & TEACHER_NEEDS for term in kd_terms)) or (
-            t > 0 and any(p.needs_teacher for p in plugins)
-        )
-        teacher = Teacher(model) if need_teacher else None
-        targets, t_targets = None, time.perf_counter()
-        if kd_on:
-            for term in kd_terms:
-                term.setup(model.encoder_dim, model.encoder_dim)
-            if teacher is not None and any("teacher_hyps" in term.needs for term in kd_terms):
-                targets = self.teacher_targets(teacher, mem_rows if hp["kd_scope"] == "memory" else
-                                               task_rows + mem_rows, t)  # fmt: skip
+        t_targets = time.perf_counter()
+        kd_rows = mem_rows if hp["kd_scope"] == "memory" else task_rows + mem_rows
+        kd_terms, teacher, targets = self.distillation(t, model, plugins, kd_rows)
         targets_s = time.perf_counter() - t_targets
         view.teacher = teacher
         for p in plugins:
@@ -157,7 +147,7 @@ class SLUStrategy:
         )
         brain = SLUBrain(
             modules={"model": model}, opt_class=hp["opt_class"], hparams=hp, run_opts=self.run_opts,
-            checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms if kd_on else [], kd_mode=hp["kd_mode"],
+            checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms, kd_mode=hp["kd_mode"],
             targets=targets, plugins=plugins, kd_scope=hp["kd_scope"], sampler=sampler,
             tokenizer=self.tokenizer, task=t, label=f"task {t + 1}",
             gold_intent={r["ID"]: r["intent"] for r in valid_rows},
@@ -188,6 +178,26 @@ class SLUStrategy:
             "n_valid": len(valid_rows),
             "data": self.data.report,
         }
+
+    def distillation(self, t: int, model: torch.nn.Module, plugins: list[ContinualPlugin], kd_rows: list[dict]):
+        """(the KD terms that run in task t, set up; the frozen teacher or None; its cached targets or None). KD runs
+        from task 2 on when the row has active terms and items to apply them to; the teacher exists when a term or a
+        plugin needs it."""
+        hp = self.hp
+        kd_terms = [term for term in hp["kd_terms"] + hp["extra_kd_terms"] if term.active]
+        kd_on = t > 0 and bool(kd_terms) and bool(kd_rows)
+        need_teacher = (kd_on and any(term.needs & TEACHER_NEEDS for term in kd_terms)) or (
+            t > 0 and any(p.needs_teacher for p in plugins)
+        )
+        teacher = Teacher(model) if need_teacher else None
+        if not kd_on:
+            return [], teacher, None
+        for term in kd_terms:
+            term.setup(model.encoder_dim, model.encoder_dim)
+        targets = None
+        if teacher is not None and any("teacher_hyps" in term.needs for term in kd_terms):
+            targets = self.teacher_targets(teacher, kd_rows, t)
+        return kd_terms, teacher, targets
 
     def teacher_targets(self, teacher: Teacher, rows: list[dict], t: int) -> TeacherTargets:
         """The teacher's beam-search hypotheses of ``rows`` (the items KD applies to), decoded once per task (batched)
