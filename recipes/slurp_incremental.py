@@ -10,7 +10,8 @@ The 18 SLURP scenarios arrive in tasks (``split``: slurp3 | slurp6 | joint). Tas
 from task t-1's model; the KD terms of the row (encoder/audio-KD, tok-KD, seq-KD) distil a frozen copy of that
 model into the student on the memory items (or on every item: ``kd_scope: all``); the row's continual methods
 (``continual_methods`` + ``extra_continual_methods``: rehearsal, EWC, MAS, A-GEM, DER++) add their hooks; the best
-validation checkpoint is tested on every scenario seen so far; the plugins then update their state (the memory). Rerunning the same command resumes where it stopped.
+validation checkpoint is tested on every scenario seen so far; the plugins then update their state (the memory).
+Rerunning the same command resumes where it stopped.
 
 Wiring, top to bottom: data (corpus, manifests, tokenizer, scenario) -> the continual methods (plugins: rehearsal
 memory, EWC, ...) -> the shared first task -> the strategy (slukd.slu.SLUStrategy: one task is model, teacher,

@@ -33,10 +33,23 @@ from slukd.utils.distributed import all_gather_objects
 
 
 class CaptionBrain(KDBrain):
-    """Attributes besides :class:`KDBrain`'s: ``vocab``; ``clock`` (:class:`slukd.captioning.data.EpochClock`);
+    """Options besides :class:`KDBrain`'s: ``vocab``; ``clock`` (:class:`slukd.captioning.data.EpochClock`);
     ``valid_refs`` ({clip ID: references}); ``valid_beam_size``, ``max_decode_len``; ``valid_every``;
-    ``audio_only_set`` (dataset of pseudo-captioned audio-only clips, or None) and ``audio_only_loader_kwargs``."""
+    ``audio_only_set`` (dataset of pseudo-captioned audio-only clips, or None), ``audio_only_loader_kwargs`` and
+    ``audio_only_durations``; ``batching`` (random | bucketed)."""
 
+    OPTIONS = KDBrain.OPTIONS | {
+        "vocab",
+        "clock",
+        "valid_refs",
+        "valid_beam_size",
+        "max_decode_len",
+        "valid_every",
+        "audio_only_set",
+        "audio_only_loader_kwargs",
+        "audio_only_durations",
+        "batching",
+    }
     select_key = "CIDEr_D"
     vocab: Any = None
     clock: Any = None
