@@ -197,3 +197,43 @@ def test_plugin_names_are_unique_and_typed():
         check_plugins([object()])
     assert check_plugins([Rehearsal(selection="none"), EWC()])[1].name == "ewc"
     assert ContinualPlugin().summary() == {}
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data, model = FakeData(n=8), _model()
+        ewc = _setup(EWC(batch_size=2))
+        ewc.after_task(TaskView(t=0, model=model, data=data))  # each process: every world-th batch, then averaged
+        agem = _setup(AGEM(per_class=4, batch_size=4))
+        agem.memory.update(data.ids, data.labels, task=0)  # the same memory in every process (as restored from file)
+        agem.before_task(TaskView(t=1, model=model, data=data, seed=3))
+        torch.manual_seed(100 + rank)  # different local gradients: A-GEM's reference gradient is still shared
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        agem.before_step(SimpleNamespace(_model=model, optimizer_step=0))
+        torch.save({"ewc": ewc.importance}, f"{out}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_importance_estimate_is_shared_and_equal_under_ddp(tmp_path):
+    """Two gloo processes each estimate on half of the batches; after averaging both hold the one-process estimate
+    (equal batch counts per process), so every process penalises alike."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    single = _setup(EWC(batch_size=2))
+    single.after_task(TaskView(t=0, model=_model(), data=FakeData(n=8)))
+    for name, value in single.importance.items():
+        assert torch.equal(r0["ewc"][name], r1["ewc"][name]), name
+        assert torch.allclose(r0["ewc"][name], value, atol=1e-7), name
