@@ -48,7 +48,7 @@ def test_torchrun_two_cpu_processes_gloo(tmp_path):
     assert _structure(ddp) == _structure(single)
     assert (ddp / "report.csv").read_text().count("\n") == 2
     main_log, rank1_log = (ddp / "log.txt").read_text(), (ddp / "log.rank1.txt").read_text()
-    assert main_log.count("slurp_incremental: after task") == 2 and "after task" not in rank1_log
+    assert main_log.count("slukd.slu.strategy: after task") == 2 and "after task" not in rank1_log
     assert main_log.count("teacher targets: 4 computed") == 1 and "teacher targets: 4 computed" not in rank1_log
     assert "epoch 1" in rank1_log  # rank 1 did train
     assert json.loads((ddp / "run_info.json").read_text())["identity"]["world_size"] == 2
