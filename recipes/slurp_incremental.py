@@ -28,7 +28,7 @@ from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.utils.distributed import if_main_process
 
 from slukd.continual import ContinualRunner, RehearsalMemory
-from slukd.continual.first_task import FirstTaskCache, code_fingerprint
+from slukd.continual.first_task import FirstTaskCache
 from slukd.continual.memory import memory_budget
 from slukd.continual.runner import TaskOrderError, barrier
 from slukd.data.audio import set_audio_cache
@@ -46,7 +46,8 @@ from slukd.train.sampling import train_loader
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
 from slukd.utils.model_io import save_model_spec
-from slukd.utils.run import seed_everything, settings_identity
+from slukd.utils.provenance import first_task_key, record_data_identity, step_header
+from slukd.utils.run import seed_everything
 
 logger = logging.getLogger("slurp_incremental")
 
@@ -68,7 +69,7 @@ NOT_IDENTITY = frozenset(
 )
 #: hparams that cannot change task 1 (no memory or teacher exists yet): rows differing only in these share it.
 NOT_FIRST_TASK = frozenset(
-    {"row", "memory", "memory_per_class", "memory_fraction", "kd_mode", "enc_kd_weight", "tok_kd_weight",
+    {"row", "memory", "memory_per_class", "memory_fraction", "memory_rule", "kd_mode", "enc_kd_weight", "tok_kd_weight",
      "seq_kd_weight", "tok_kd_temperature", "pseudo_beam_size", "kd_terms", "extra_kd_terms", "later_task_epochs",
      "valid_scope"}
 )  # fmt: skip
@@ -176,6 +177,7 @@ class SLURPIncremental:
             "targets_s": targets_s,
             "valid_scope": hp["valid_scope"],
             "n_valid": len(valid_rows),
+            "optimizer_steps": brain.optimizer_step,  # this task's (restored with the checkpoint on a resume)
             "data": self.data.report,
         }
 
@@ -281,19 +283,22 @@ def main(argv: list[str]) -> int:
 
     # rehearsal memory: the budget and selection rule (filled at the end of each task)
     memory = memory_budget(hparams["memory"], hparams["memory_per_class"], hparams["memory_fraction"],
-                           total_items=len(data.rows["train"]), seed=hparams["seed"])  # fmt: skip
+                           total_items=len(data.rows["train"]), seed=hparams["seed"], rule=hparams["memory_rule"],
+                           n_classes=len(scenario.classes))  # fmt: skip
 
     # the first task is shared by the rows of a seed (no memory, no teacher yet): trained once, reused by the others
+    # (its key: the task-1 settings, the code and the data's fingerprint)
+    if if_main_process():
+        record_data_identity(out)
     cache, key = None, None
     if hparams["first_task_cache"] is not None and scenario.n_tasks > 1:
-        resolved = (out / "hparams_resolved.yaml").read_text(encoding="utf-8")
-        settings = settings_identity(resolved, NOT_IDENTITY | NOT_FIRST_TASK)
-        settings["code"] = code_fingerprint([__file__])
-        cache, key = FirstTaskCache(hparams["first_task_cache"]), FirstTaskCache.key(settings)
+        cache = FirstTaskCache(hparams["first_task_cache"])
+        key = first_task_key(out, NOT_IDENTITY | NOT_FIRST_TASK, __file__)
 
-    # the continual loop
-    runner = ContinualRunner(out, scenario.n_tasks, memory, header={"row": hparams["row"], "seed": hparams["seed"]},
-                             first_task_cache=cache, first_task_key=key, report=write_run_report)  # fmt: skip
+    # the continual loop (every step result records the device, the code and the data digest)
+    header = step_header(hparams, run_opts.device, out, __file__)
+    runner = ContinualRunner(out, scenario.n_tasks, memory, header=header, first_task_cache=cache,
+                             first_task_key=key, report=write_run_report)  # fmt: skip
     strategy = SLURPIncremental(hparams, run_opts, data, tokenizer, scenario, runner)
     task = hparams["task"]
     if run_opts.test_only:  # evaluate finished tasks again (on the run's test split or on test_data_folder)

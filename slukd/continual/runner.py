@@ -200,6 +200,7 @@ class ContinualRunner:
             **self.header,
             **scores,
             **info,
+            "memory": memory.summary() if memory is not None else None,  # the memory task t trained with
             "train_s": train_s,
             "eval_s": eval_s,
             "wall_s": train_s + eval_s,
