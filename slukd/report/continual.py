@@ -3,8 +3,12 @@
 A run folder (written by :mod:`slukd.continual.loop`) holds ``run_info.json`` (identity: row, seed, ...) and one
 ``results/step<t>.json`` per finished step ``t`` (1-based) with the test metrics of every task seen so far::
 
-    {"step": t, "n_steps": T, "per_task": [{"task": j, "n": .., "intent_acc": .., "wer": .., "slu_f1": ..}, ...],
-     "seen": {"n": .., "intent_acc": .., "wer": .., "slu_f1": ..}, "train_wall_s": .., "peak_rss_mb": ..}
+    {"step": t, "n_steps": T, "per_task": [{"task": j, "n": .., "intent_acc": .., "wer": .., "full_wer": ..,
+     "slu_f1": ..}, ...], "seen": {...the same keys...}, "optimizer_steps": .., "memory": {...}, "device": {...},
+     "code": {"fingerprint": .., "files": {..}}, "data_digest": .., "wall_s": .., "peak_rss_mb": ..}
+
+(``wer``: transcript only; ``full_wer``: the whole decoded target, intent, slots and transcript, as the SLU paper's
+WER; ``memory``: what task t rehearsed, see :meth:`slukd.continual.memory.RehearsalMemory.summary`.)
 
 From them (always recomputed, so a rerun after a kill gives the same report):
 
@@ -49,12 +53,14 @@ ROW_ORDER = [
 COLUMNS = [
     ("Avg Acc", "avg_acc", 100.0),
     ("Last Acc", "last_acc", 100.0),
-    ("Avg WER", "avg_wer", 100.0),
+    ("Avg WER (transcript)", "avg_wer", 100.0),
+    ("Avg WER (full target)", "avg_full_wer", 100.0),
     ("Avg SLU-F1", "avg_slu_f1", 100.0),
     ("Last SLU-F1", "last_slu_f1", 100.0),
     ("BWT", "bwt", 100.0),
     ("Forgetting", "forgetting", 100.0),
     ("Task-1 Acc", "first_task_acc", 100.0),
+    ("Optimiser steps", "optimizer_steps", 1.0),
     ("Wall (s)", "wall_s", 1.0),
 ]
 
@@ -132,6 +138,9 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         info = json.loads(info_path.read_text(encoding="utf-8")).get("identity", {})
     acc = matrix(steps, "intent_acc")
     n_steps = steps[-1].get("n_steps", len(steps))
+    full = [s["seen"].get("full_wer") for s in steps]
+    opt = [s.get("optimizer_steps") for s in steps]
+    codes = [(s.get("code") or {}).get("fingerprint") for s in steps]
     return {
         "run_dir": str(run_dir),
         "row": info.get("row", run_dir.parent.name),
@@ -143,6 +152,16 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "last_acc": steps[-1]["seen"]["intent_acc"],
         "avg_wer": _mean([s["seen"]["wer"] for s in steps]),
         "last_wer": steps[-1]["seen"]["wer"],
+        "avg_full_wer": _mean(full) if None not in full else float("nan"),
+        "last_full_wer": full[-1] if full[-1] is not None else float("nan"),
+        "optimizer_steps": float(sum(opt)) if None not in opt else float("nan"),
+        "optimizer_steps_per_task": opt,
+        "memory_per_task": [s.get("memory") for s in steps],
+        "code": (steps[-1].get("code") or {}),
+        "code_fingerprints": sorted({c for c in codes if c}),
+        "code_recorded": None not in codes,
+        "device": steps[-1].get("device"),
+        "data": steps[-1].get("data_digest"),
         "avg_slu_f1": _mean([s["seen"]["slu_f1"] for s in steps]),
         "last_slu_f1": steps[-1]["seen"]["slu_f1"],
         "bwt": backward_transfer(acc),
@@ -177,10 +196,10 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
     run_dir = Path(run_dir)
     summary = summarise_run(run_dir)
     steps = load_steps(run_dir)
-    mats = {k: matrix(steps, k) for k in ("intent_acc", "wer", "slu_f1")}
+    mats = {k: matrix(steps, k) for k in ("intent_acc", "wer", "full_wer", "slu_f1")}
     # one unit in every CSV: metrics in percent (columns named *_pct), times in seconds
-    pct_keys = [k for _, k, scale in COLUMNS if scale == 100.0] + ["last_wer"]
-    plain = ["wall_s", "steps_done", "n_steps", "peak_rss_mb", "valid_scope", "first_task_reused"]
+    pct_keys = [k for _, k, scale in COLUMNS if scale == 100.0] + ["last_wer", "last_full_wer"]
+    plain = ["optimizer_steps", "wall_s", "steps_done", "n_steps", "peak_rss_mb", "valid_scope", "first_task_reused"]
     header = ["row", "seed"] + [f"{k}_pct" for k in pct_keys] + plain + ["skipped"]
     values = [summary["row"], summary["seed"]] + [_pct(summary[k]) for k in pct_keys]
     values += [summary[k] for k in plain] + [sum(summary["skipped"].values())]
@@ -214,15 +233,59 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
         "",
         _matrix_md(mats["wer"], 100.0),
         "",
+        "## WER (%, full target: intent, slots and transcript) per (step, task)",
+        "",
+        _matrix_md(mats["full_wer"], 100.0),
+        "",
         "## SLU-F1 (%) per (step, task)",
         "",
         _matrix_md(mats["slu_f1"], 100.0),
         "",
+        *_memory_md(summary),
+        *_provenance_md(summary),
     ]
     atomic_write_text(run_dir / "report.md", "\n".join(md))
     if figures:
         _run_figures(run_dir, summary, mats["intent_acc"])
     return summary
+
+
+def _memory_md(summary: dict[str, Any]) -> list[str]:
+    """Markdown: the memory each task rehearsed (rule, quota, items in all and per scenario) and its optimiser
+    steps."""
+    lines = ["## Memory and optimiser steps per task", ""]
+    mems = summary["memory_per_task"]
+    if all(m is None for m in mems):
+        lines += ["No rehearsal memory in any task (or none recorded by the code that made this run).", ""]
+    lines += ["| task | rule | quota per scenario | items rehearsed | per scenario | optimiser steps |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for t, (m, n) in enumerate(zip(mems, summary["optimizer_steps_per_task"])):
+        steps = "-" if n is None else str(n)
+        if m is None:
+            lines.append(f"| {t + 1} | - | - | 0 | - | {steps} |")
+            continue
+        quota = "-" if m.get("quota_per_class") is None else str(m["quota_per_class"])
+        per = ", ".join(f"{c} {k}" for c, k in m.get("per_class", {}).items()) or "-"
+        lines.append(f"| {t + 1} | {m.get('rule')} | {quota} | {m.get('total')} | {per} | {steps} |")
+    return [*lines, ""]
+
+
+def _provenance_md(summary: dict[str, Any]) -> list[str]:
+    """Markdown: device, code version and fingerprint, data digest."""
+    code, dev = summary.get("code") or {}, summary.get("device") or {}
+    lines = ["## Provenance", ""]
+    lines.append(f"- Device: {dev.get('device', 'not recorded')} ({dev.get('name', '?')}, {dev.get('cpus', '?')} CPUs)."
+                 if dev else "- Device: not recorded.")  # fmt: skip
+    if code:
+        versions = f"slukd {code.get('slukd')}, torch {code.get('torch')}, SpeechBrain {code.get('speechbrain')}"
+        lines.append(f"- Code: {versions}; result-affecting code fingerprint {code.get('fingerprint')}.")
+    else:
+        lines.append("- Code: not recorded.")
+    if len(summary.get("code_fingerprints", [])) > 1:
+        shown = ", ".join(summary["code_fingerprints"])
+        lines.append(f"- Warning: the steps of this run were made by different code ({shown}).")
+    lines.append(f"- Data digest: {summary.get('data') or 'not recorded'}.")
+    return [*lines, ""]
 
 
 def _pct(x: float | None) -> float | None:

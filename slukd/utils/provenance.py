@@ -34,16 +34,24 @@ __all__ = ["code_record", "data_digest", "device_record", "first_task_key", "rec
 
 def data_digest(out_dir: str | os.PathLike) -> str | None:
     """sha256 (16 hex digits) of the run's ``data_fingerprint.json`` without the metadata files' modification times
-    (a metadata file touched but not changed keeps its digest, as in :func:`slukd.data.fingerprint.compare`); None
-    when the run has no fingerprint (yet)."""
+    (a metadata file touched but not changed keeps its digest, as in :func:`slukd.data.fingerprint.compare`), file
+    names taken relative to the corpus folder; None when the run has no fingerprint (yet)."""
     from slukd.data.fingerprint import FINGERPRINT_NAME
 
     path = Path(out_dir) / FINGERPRINT_NAME
     if not path.is_file():
         return None
     fp = json.loads(path.read_text(encoding="utf-8"))
-    sources = {k: (v if v is None or len(v) < 3 else [v[0], v[2]]) for k, v in (fp.get("sources") or {}).items()}
-    blob = json.dumps({"sources": sources, "audio": fp.get("audio") or {}}, sort_keys=True).encode()
+    src, aud = fp.get("sources") or {}, fp.get("audio") or {}
+    # paths relative to the corpus folder (their common parent), so a relative and an absolute data_folder agree
+    keys = list(src) + list(aud)
+    root = os.path.commonpath([os.path.dirname(k) for k in keys]) if keys else ""
+
+    def rel(k: str) -> str:
+        return os.path.relpath(k, root) if root else k
+
+    sources = {rel(k): (v if v is None or len(v) < 3 else [v[0], v[2]]) for k, v in src.items()}
+    blob = json.dumps({"sources": sources, "audio": {rel(k): v for k, v in aud.items()}}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -101,13 +109,13 @@ def step_header(
     hparams: Mapping[str, Any], device: str | None, out_dir: str | os.PathLike, recipe_file: str | os.PathLike
 ) -> dict[str, Any]:
     """Fields copied into every step result: row, seed, ``device`` (:func:`device_record`), ``code``
-    (:func:`code_record` of the package and ``recipe_file``) and ``data`` (:func:`data_digest`)."""
+    (:func:`code_record` of the package and ``recipe_file``) and ``data_digest`` (:func:`data_digest`)."""
     return {
         "row": hparams["row"],
         "seed": hparams["seed"],
         "device": device_record(device),
         "code": code_record([recipe_file]),
-        "data": data_digest(out_dir),
+        "data_digest": data_digest(out_dir),
     }
 
 
