@@ -347,11 +347,11 @@ def _run_figures(run_dir: Path, summary: dict[str, Any], acc: list[list[float | 
     steps = list(range(1, len(summary["acc_per_step"]) + 1))
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot(steps, [100 * a for a in summary["acc_per_step"]], marker="o")
-    ax.set_xlabel("step (task)")
+    ax.set_xlabel("after task")
     ax.set_ylabel("intent accuracy on seen tasks (%)")
     ax.set_xticks(steps)
     ax.set_ylim(0, 100)
-    ax.set_title(f"{summary['row']} seed {summary['seed']}")
+    ax.set_title(f"Intent accuracy after each task: {summary['row']}, seed {summary['seed']}", fontsize=9)
     _save_fig(fig, run_dir / "acc_per_step.png")
     plt.close(fig)
 
@@ -363,9 +363,9 @@ def _run_figures(run_dir: Path, summary: dict[str, Any], acc: list[list[float | 
         for j, v in enumerate(row):
             if not math.isnan(v):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=8)
-    ax.set_xticks(range(n), [f"T{j + 1}" for j in range(n)])
-    ax.set_yticks(range(len(acc)), [f"after {i + 1}" for i in range(len(acc))])
-    ax.set_title("intent accuracy (%)")
+    ax.set_xticks(range(n), [f"task {j + 1}" for j in range(n)])
+    ax.set_yticks(range(len(acc)), [f"after task {i + 1}" for i in range(len(acc))])
+    ax.set_title("Intent accuracy (%) per task after each task", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     _save_fig(fig, run_dir / "acc_matrix.png")
     plt.close(fig)

@@ -192,7 +192,12 @@ def format_paper_section(agg_rows: Sequence[Row], split: str) -> str:
     lines += ["", "The paper's claims on these runs (Avg Acc unless stated; differences with their 95% interval and "
               "p-value, paired by seed between continual rows, Welch against the joint row; a claim holds only when "
               "its intervals exclude 0 on the claimed side):", ""]  # fmt: skip
-    lines += [f"- {claim}: {verdict}" for claim, verdict in check_claims(rows, split)]
+    claims = check_claims(rows, split)
+    answerable = [(c, v) for c, v in claims if not v.startswith("not run")]
+    lines += [f"- {claim}: {verdict}" for claim, verdict in answerable]
+    if len(answerable) < len(claims):
+        lines += ["", f"({len(claims) - len(answerable)} of the paper's claims need rows not run here and are left "
+                  "out.)"]  # fmt: skip
     if rows and min(r["n"] for r in rows.values()) < 2:
         lines += ["", "Some rows have a single seed: they have no interval, and no claim resting on them can be "
                   "shown; run more seeds."]  # fmt: skip
