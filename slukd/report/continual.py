@@ -191,8 +191,9 @@ def _matrix_md(m: Sequence[Sequence[float | None]], scale: float) -> str:
 
 
 def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[str, Any]:
-    """Write ``report.csv``, ``report.md``, ``matrix_{acc,wer,slu_f1}.csv`` and the figures into the run folder
-    (atomically, overwriting). Returns the summary."""
+    """Write ``report.csv``, ``report.md``, ``matrix_{intent_acc,wer,full_wer,slu_f1}.csv`` (pandas; percent) and
+    the figures into the run folder (atomically, overwriting): the run's own report, written when it finishes.
+    Returns the summary."""
     run_dir = Path(run_dir)
     summary = summarise_run(run_dir)
     steps = load_steps(run_dir)
@@ -200,20 +201,18 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
     # one unit in every CSV: metrics in percent (columns named *_pct), times in seconds
     pct_keys = [k for _, k, scale in COLUMNS if scale == 100.0] + ["last_wer", "last_full_wer"]
     plain = ["optimizer_steps", "wall_s", "steps_done", "n_steps", "peak_rss_mb", "valid_scope", "first_task_reused"]
+    import pandas as pd
+
     header = ["row", "seed"] + [f"{k}_pct" for k in pct_keys] + plain + ["skipped"]
     values = [summary["row"], summary["seed"]] + [_pct(summary[k]) for k in pct_keys]
     values += [summary[k] for k in plain] + [sum(summary["skipped"].values())]
-    atomic_write_text(run_dir / "report.csv", ",".join(header) + "\n" + ",".join(str(v) for v in values) + "\n")
+    atomic_write_text(run_dir / "report.csv", pd.DataFrame([values], columns=header).to_csv(index=False))
     for k, m in mats.items():
-        atomic_write_text(
-            run_dir / f"matrix_{k}.csv",
-            "step,"
-            + ",".join(f"task{j + 1}_pct" for j in range(len(m[0])))
-            + "\n"
-            + "".join(
-                f"{i + 1}," + ",".join("" if v is None else f"{_pct(v)}" for v in row) + "\n" for i, row in enumerate(m)
-            ),  # fmt: skip
+        frame = pd.DataFrame(
+            [[_pct(v) for v in row] for row in m], columns=[f"task{j + 1}_pct" for j in range(len(m[0]))]
         )
+        frame.insert(0, "step", range(1, len(m) + 1))
+        atomic_write_text(run_dir / f"matrix_{k}.csv", frame.to_csv(index=False))
     md = [
         f"# Run report: {summary['row']} (seed {summary['seed']})",
         "",

@@ -46,19 +46,18 @@ class Diff:
         return self.lo is not None
 
     def text(self, unit: str = "") -> str:
-        """``+4.20 (95% CI +1.02 to +7.38, p = 0.031, paired over 3 seeds)``."""
+        """``+4.20 (95% CI +1.02 to +7.38, p = 0.031, paired over 3 seeds)`` (``p < 0.001`` below 0.001)."""
         if not self.shown:
             how = f"{self.n[0]} common seed(s)" if self.kind == "paired" else f"{self.n[0]} and {self.n[1]} runs"
             return f"{self.mean:+.2f}{unit} (no interval: {how})"
         how = f"paired over {self.n[0]} seeds" if self.kind == "paired" else f"Welch, {self.n[0]} vs {self.n[1]} runs"
-        return (f"{self.mean:+.2f}{unit} (95% CI {self.lo:+.2f} to {self.hi:+.2f}, p = {_p(self.p)}, "
-                f"{how})")  # fmt: skip
+        return f"{self.mean:+.2f}{unit} (95% CI {self.lo:+.2f} to {self.hi:+.2f}, {_p(self.p)}, {how})"
 
 
 def _p(p: float | None) -> str:
     if p is None:
-        return "-"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+        return "p -"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def _interval(mean: float, se: float, df: float, n: tuple[int, ...], kind: str) -> Diff:

@@ -117,6 +117,6 @@ def test_section_has_paper_numbers_full_target_wer_and_flags_single_seeds():
     assert "| finetune | 1 | 50.00 | 46.27 |" in md and "| seq_kd | 1 | 60.00 | 76.12 |" in md
     assert "Avg WER (full target) | paper | Avg WER (transcript)" in md
     assert "single seed" in md
-    assert "not run" not in md and "claims need rows not run here and are left out" in md  # only answerable claims
+    assert ": not run (" not in md and "claims need rows not run here and are left out" in md  # answerable only
     with pytest.raises(ValueError, match="slurp3"):
         format_paper_section(rows, "slurp9")
