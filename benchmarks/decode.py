@@ -32,14 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from slukd.models.decoding import (  # noqa: E402
-    Hypothesis,
-    _StaticSearch,
-    beam_search,
-    clear_graph_cache,
-    greedy_search,
-    stock_searcher,
-)
+from slukd.models.decoding import Hypothesis, beam_search, clear_graph_cache, greedy_search, stock_searcher  # noqa: E402
+from slukd.models.decoding.cuda_graph import _StaticSearch  # noqa: E402
 from slukd.models.seq2seq import Seq2Seq, count_parameters  # noqa: E402
 
 SIZES = {

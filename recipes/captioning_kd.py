@@ -40,6 +40,7 @@ from slukd.experiment import main_guard, start_experiment, world_size
 from slukd.models.seq2seq import count_parameters
 from slukd.report.curves import plot_train_log
 from slukd.train import CompleteCheckpointer, make_train_logger
+from slukd.train.brain import read_epoch_times
 from slukd.train.decode import teacher_target_fn
 from slukd.train.sampling import train_loader
 from slukd.utils.faults import maybe_die
@@ -117,28 +118,27 @@ def make_brain(hparams, run_opts, model, vocab, data, ao_rows, teacher, kd_terms
     epochs = hparams["number_of_epochs"]
     counter = hparams["epoch_counter"](limit=epochs)
     checkpointer = CompleteCheckpointer(out / "save", recoverables={"model": model, "counter": counter})
-    brain = CaptionBrain(
-        modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
-        checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms, kd_mode="sum", targets=targets,
-    )  # fmt: skip
-    brain.vocab, brain.clock, brain.valid_refs = vocab, clock, {r["ID"]: r["captions"] for r in data.rows["valid"]}
-    brain.bos_id, brain.eos_id, brain.pad_id = vocab.bos_id, vocab.eos_id, vocab.pad_id
-    brain.valid_beam_size, brain.max_decode_len = hparams["valid_beam_size"], hparams["max_decode_len"]
-    brain.valid_every, brain.seed_base = hparams["valid_every"], hparams["seed"] * 1_000_003
-    train_set, loader_kwargs, brain.sampler = train_loader(
+    train_set, loader_kwargs, sampler = train_loader(
         hparams["batching"], train_ds, [r["duration"] for r in data.rows["train"]], hparams["batch_size"],
         hparams["seed"] * 7919, hparams["num_workers"],
     )  # fmt: skip
-    brain.lr_schedule = hparams["lr_schedule"]
-    per_epoch = len(brain.sampler) if not loader_kwargs else len(train_ds) / (hparams["batch_size"] * world_size())
-    brain.lr_schedule.total_steps = epochs * math.ceil(per_epoch)
-    brain.train_logger = make_train_logger(hparams, out / "train_log.txt", out / "tensorboard")
-    brain.train_log_path, brain.epoch_times_path = out / "train_log.txt", out / "epoch_times.json"
-    brain.batch_hook = lambda k: maybe_die("train", 1, k)
-    brain.audio_only_set, brain.audio_only_durations = ao_ds, [r["duration"] for r in ao_rows]
-    brain.audio_only_loader_kwargs = {"batch_size": hparams["audio_only_batch_size"],
-                                      "num_workers": hparams["num_workers"]}  # fmt: skip
-    brain.batching = hparams["batching"]
+    schedule = hparams["lr_schedule"]
+    per_epoch = len(sampler) if not loader_kwargs else len(train_ds) / (hparams["batch_size"] * world_size())
+    schedule.total_steps = epochs * math.ceil(per_epoch)
+    brain = CaptionBrain(
+        modules={"model": model}, opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
+        checkpointer=checkpointer, teacher=teacher, kd_terms=kd_terms, kd_mode="sum", targets=targets,
+        vocab=vocab, clock=clock, valid_refs={r["ID"]: r["captions"] for r in data.rows["valid"]},
+        bos_id=vocab.bos_id, eos_id=vocab.eos_id, pad_id=vocab.pad_id, valid_beam_size=hparams["valid_beam_size"],
+        max_decode_len=hparams["max_decode_len"], valid_every=hparams["valid_every"],
+        seed_base=hparams["seed"] * 1_000_003, sampler=sampler, lr_schedule=schedule,
+        train_logger=make_train_logger(hparams, out / "train_log.txt", out / "tensorboard"),
+        train_log_path=out / "train_log.txt", epoch_times_path=out / "epoch_times.json",
+        batch_hook=lambda k: maybe_die("train", 1, k), batching=hparams["batching"],
+        audio_only_set=ao_ds, audio_only_durations=[r["duration"] for r in ao_rows],
+        audio_only_loader_kwargs={"batch_size": hparams["audio_only_batch_size"],
+                                  "num_workers": hparams["num_workers"]},
+    )  # fmt: skip
     valid_kwargs = {"batch_size": hparams["eval_batch_size"], "num_workers": hparams["num_workers"]}
     return brain, counter, checkpointer, train_set, valid_ds, loader_kwargs, valid_kwargs
 
@@ -226,7 +226,7 @@ def main(argv: list[str]) -> int:
         return 0
     atomic_torch_save(brain._model.state_dict(), out / "model.ckpt")
     plot_train_log(out / "train_log.txt", out / "curves.png")
-    times = json.loads((out / "epoch_times.json").read_text(encoding="utf-8"))
+    times = read_epoch_times(out / "epoch_times.json")
     results = {
         "row": hparams["row"], "role": hparams["role"], "seed": hparams["seed"],
         "kd": "+".join(f"{t.name}-{t.kind}" if t.name == "enc" else t.name for t in brain.kd_terms) or "-",
@@ -237,7 +237,7 @@ def main(argv: list[str]) -> int:
         "n_audio_only": len(ao_rows) if brain.audio_only_set is not None else 0,
         "best_valid_CIDEr_D": best.meta.get("CIDEr_D"), "best_epoch": best.meta.get("epoch"),
         "epochs": hparams["number_of_epochs"], "steps": brain.optimizer_step,
-        "train_minutes": round(sum(times.values()) / 60, 2), "targets_s": round(targets_s, 1),
+        "train_minutes": round(sum(times) / 60, 2), "targets_s": round(targets_s, 1),
         "precision": hparams["precision"], "eval_precision": hparams["eval_precision"], "data": data.report,
         "test": {k: v for k, v in metrics.items() if not k.startswith("per_item_")},
     }  # fmt: skip

@@ -410,3 +410,14 @@ def describe_hparams(path: str | os.PathLike) -> list[tuple[str, Any, str]]:
             comment = _comment_of(tree, key) or merged.get(str(key), (None, ""))[1]
             merged[str(key)] = (plain(value), comment)
     return [(k, v, c) for k, (v, c) in merged.items()]
+
+
+#: the mark, in a setting's comment, of a setting that acts only from task 2 on (see :func:`later_task_keys`)
+LATER_MARK = "{later}"
+
+
+def later_task_keys(path: str | os.PathLike) -> set[str]:
+    """The top-level settings of a row whose comment (in the file that declares them) carries ``{later}``: they act
+    only from task 2 on (memory, KD, continual methods, later-task epochs), so rows that differ only in them share
+    task 1 (:mod:`slukd.continual.first_task`)."""
+    return {key for key, _, comment in describe_hparams(path) if LATER_MARK in comment}

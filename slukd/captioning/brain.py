@@ -29,13 +29,27 @@ from slukd.distill import sequence_nll
 from slukd.metrics.caption import caption_metrics
 from slukd.train import KDBrain
 from slukd.train.decode import decode
+from slukd.utils.distributed import all_gather_objects
 
 
 class CaptionBrain(KDBrain):
-    """Attributes besides :class:`KDBrain`'s: ``vocab``; ``clock`` (:class:`slukd.captioning.data.EpochClock`);
+    """Options besides :class:`KDBrain`'s: ``vocab``; ``clock`` (:class:`slukd.captioning.data.EpochClock`);
     ``valid_refs`` ({clip ID: references}); ``valid_beam_size``, ``max_decode_len``; ``valid_every``;
-    ``audio_only_set`` (dataset of pseudo-captioned audio-only clips, or None) and ``audio_only_loader_kwargs``."""
+    ``audio_only_set`` (dataset of pseudo-captioned audio-only clips, or None), ``audio_only_loader_kwargs`` and
+    ``audio_only_durations``; ``batching`` (random | bucketed)."""
 
+    OPTIONS = KDBrain.OPTIONS | {
+        "vocab",
+        "clock",
+        "valid_refs",
+        "valid_beam_size",
+        "max_decode_len",
+        "valid_every",
+        "audio_only_set",
+        "audio_only_loader_kwargs",
+        "audio_only_durations",
+        "batching",
+    }
     select_key = "CIDEr_D"
     vocab: Any = None
     clock: Any = None
@@ -151,10 +165,8 @@ class CaptionBrain(KDBrain):
 
     def valid_stats(self) -> dict[str, float]:
         preds = self._valid_preds
-        if self.distributed_launch and torch.distributed.is_initialized():
-            parts: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, preds)
-            preds = {k: v for p in parts for k, v in p.items()}
+        if self.distributed_launch:
+            preds = {k: v for p in all_gather_objects(preds) for k, v in p.items()}
         refs = {i: self.valid_refs[i] for i in preds}
         return {"CIDEr_D": caption_metrics(preds, refs, meteor=False)["CIDEr_D"]}
 

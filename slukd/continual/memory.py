@@ -208,9 +208,6 @@ class RehearsalMemory:
         """All stored IDs, classes in sorted order."""
         return [i for c in sorted(self.classes) for i in self.classes[c]]
 
-    def label_of(self) -> dict[str, str]:
-        return {i: c for c, v in self.classes.items() for i in v}
-
     def __len__(self) -> int:
         return sum(len(v) for v in self.classes.values())
 

@@ -9,12 +9,14 @@ strategy trains and evaluates) and its report function. Run folder::
     memory_after_task<k>.json   rehearsal memory after task k
     results/step<k>.json        scores after task k (the strategy's dict + timings); report.{csv,md}, matrices
 
-Per task t: memory after task t-1 -> ``strategy.train(t, memory)`` (resumable) -> ``strategy.evaluate(t, model)``
--> ``results/step<t>.json`` written atomically -> memory update from ``strategy.memory_candidates(t)`` (features
-from ``strategy.features`` for herding) -> DONE. Every step is idempotent, so killing the job anywhere and rerunning
-the same command finishes with the same results. ``only_task`` (``--task N``) runs one task and needs task N-1
-finished. Under DDP every process trains and evaluates (the strategy shards decoding); the memory update and the
-files belong to the main process (the others wait at a barrier).
+Per task t: the continual plugins (:mod:`slukd.continual.plugin`; rehearsal is one) get their state after task
+t-1 -> ``strategy.train(t, plugins)`` (resumable; the plugins' training hooks run inside it) ->
+``strategy.evaluate(t, model)`` -> the plugins' ``after_task`` (memory update, Fisher, ...; not after the last task)
+-> ``results/step<t>.json`` written atomically (with each plugin's summary under ``continual``) -> the plugins' states
+saved -> DONE. Every step is idempotent, so killing the job anywhere and rerunning the same command finishes with the
+same results. ``only_task`` (``--task N``) runs one task and needs task N-1 finished. Under DDP every process trains,
+evaluates and runs the plugin hooks (the strategy shards decoding, a plugin averages what it estimates); the files
+belong to the main process (the others wait at a barrier).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,13 +32,14 @@ from typing import Any, Protocol
 import torch
 from speechbrain.utils.distributed import if_main_process
 
-from slukd.continual.memory import RehearsalMemory
-from slukd.utils.faults import DIE_ENV, maybe_die
+from slukd.continual.plugin import ContinualPlugin, TaskView, check_plugins
+from slukd.utils.distributed import barrier, ddp_active
+from slukd.utils.faults import fault_scope, maybe_die
 from slukd.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TaskOrderError", "Strategy", "ContinualRunner", "barrier", "peak_rss_mb"]
+__all__ = ["TaskOrderError", "Strategy", "ContinualRunner", "barrier", "peak_rss_mb"]  # barrier: re-exported
 
 
 class TaskOrderError(RuntimeError):
@@ -47,9 +49,11 @@ class TaskOrderError(RuntimeError):
 class Strategy(Protocol):
     """What a recipe gives the runner (every method gets the 0-based task index)."""
 
-    def train(self, t: int, memory: RehearsalMemory | None) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """Train task t (resuming if interrupted) from task t-1's model; returns (model with the selected weights,
-        info merged into the step result, e.g. the chosen checkpoint)."""
+    device: str
+
+    def train(self, t: int, plugins: list[ContinualPlugin]) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """Train task t (resuming if interrupted) from task t-1's model, calling the plugins' task and batch hooks;
+        returns (model with the selected weights, info merged into the step result, e.g. the chosen checkpoint)."""
 
     def evaluate(self, t: int, model: torch.nn.Module) -> dict[str, Any] | None:
         """Every process: test after task t; the main process returns the step result (``per_task`` and ``seen``
@@ -65,12 +69,6 @@ class Strategy(Protocol):
         """The model of a finished task t (its selected weights, from the task folder)."""
 
 
-def barrier() -> None:
-    """Wait for every process (no-op without torch.distributed)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (and its finished children) in MiB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -84,29 +82,32 @@ class ContinualRunner:
     Args:
         out_dir: the run folder.
         n_tasks: number of tasks.
-        memory: a fresh memory (the budget and selection rule) or None when rehearsal is off.
+        plugins: the continual methods (:class:`slukd.continual.ContinualPlugin`), already ``setup()``.
         header: fields copied into every step result (e.g. row and seed).
         first_task_cache / first_task_key: share task 1 with other runs (:mod:`slukd.continual.first_task`);
             off when None or under DDP.
+        report: the recipe's report function, called with the run folder once every task is done.
+        seed: the run's seed (plugins draw from ``seed * 1000 + t``).
     """
 
     def __init__(
         self,
         out_dir: str | os.PathLike,
         n_tasks: int,
-        memory: RehearsalMemory | None = None,
+        plugins: list[ContinualPlugin] = (),
         header: dict[str, Any] | None = None,
         first_task_cache: Any = None,
         first_task_key: str | None = None,
         report: Callable[[Path], dict[str, Any]] | None = None,
+        seed: int = 0,
     ) -> None:
         self.out = Path(out_dir)
         self.report = report
         self.n_tasks = int(n_tasks)
-        self.fresh_memory = memory
+        self.plugins = check_plugins(list(plugins))
         self.header = dict(header or {})
-        ddp = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.cache = first_task_cache if first_task_key and not ddp else None
+        self.seed = int(seed)
+        self.cache = first_task_cache if first_task_key and not ddp_active() else None
         self.first_task_key = first_task_key
 
     def task_dir(self, t: int) -> Path:
@@ -115,16 +116,13 @@ class ContinualRunner:
     def done(self, t: int) -> bool:
         return (self.task_dir(t) / "DONE").is_file()
 
-    def memory_before(self, t: int) -> RehearsalMemory | None:
-        """The memory available to task t (after task t-1), None when rehearsal is off."""
-        if self.fresh_memory is None:
-            return None
-        if t == 0:
-            return RehearsalMemory(**{k: v for k, v in self.fresh_memory.state_dict().items() if k != "classes"})
-        path = self.out / f"memory_after_task{t}.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: memory of task {t} missing although task {t} is done")
-        return RehearsalMemory.load(path)
+    def restore_plugins(self, t: int) -> None:
+        """Put every plugin in its state after task t-1 (fresh before task 1)."""
+        for p in self.plugins:
+            if t == 0:
+                p.reset()
+            else:
+                p.restore(self.out, t - 1)
 
     def tasks_to_run(self, only_task: int | None) -> list[int]:
         """0-based tasks to run for ``only_task`` (1-based, None = all); checks the order."""
@@ -163,32 +161,37 @@ class ContinualRunner:
                     return
                 meta = self.cache.restore(entry, self.task_dir(0))
             logger.info("task 1 taken from the shared first-task cache %s (trained by %s)", entry, meta["source_run"])
-            memory = self.memory_before(0)
+            self.restore_plugins(0)
             reused = {"reused": True, "cache_key": self.first_task_key, "trained_by": meta["source_run"],
                       "train_s": meta["train_s"], "eval_s": meta["eval_s"]}  # fmt: skip
             info = {**meta["info"], "first_task": reused}
-            self._finish(strategy, 0, strategy.load_trained(0), memory, info, 0.0, scores=meta["scores"])
+            self._finish(strategy, 0, strategy.load_trained(0), info, 0.0, scores=meta["scores"])
             return
         self._run_task(strategy, t)
 
     def _run_task(self, strategy: Strategy, t: int, publish: bool = False) -> None:
         t0 = time.perf_counter()
         self.task_dir(t).mkdir(parents=True, exist_ok=True)
-        memory = self.memory_before(t)
-        model, info = strategy.train(t, memory)
+        self.restore_plugins(t)
+        model, info = strategy.train(t, self.plugins)
         train_s = time.perf_counter() - t0
-        self._finish(strategy, t, model, memory, info, train_s, publish=publish)
+        self._finish(strategy, t, model, info, train_s, publish=publish)
         barrier()
 
-    def _finish(self, strategy, t, model, memory, info, train_s, scores=None, publish=False) -> None:
-        """Every process: evaluate (the strategy spreads decoding over them); main process: step result, first-task
-        cache, memory update, DONE."""
+    def _finish(self, strategy, t, model, info, train_s, scores=None, publish=False) -> None:
+        """Every process: evaluate (the strategy spreads decoding over them) and run the plugins' ``after_task``;
+        main process: step result, first-task cache, plugin states, DONE."""
         t0 = time.perf_counter()
         if scores is None:
             scores = strategy.evaluate(t, model)
+        eval_s = time.perf_counter() - t0
+        maybe_die("memory", t + 1)
+        if t < self.n_tasks - 1:  # the state after the last task would serve no later task
+            view = TaskView(t=t, model=model, data=strategy, seed=self.seed * 1000 + t)
+            for p in self.plugins:
+                p.after_task(view)
         if not if_main_process():
             return
-        eval_s = time.perf_counter() - t0
         if publish:
             files = {f.name: f for f in self.task_dir(t).iterdir() if f.is_file() and f.name != "DONE"}
             meta = {"scores": scores, "info": info, "train_s": train_s, "eval_s": eval_s, "source_run": str(self.out)}
@@ -200,38 +203,21 @@ class ContinualRunner:
             **self.header,
             **scores,
             **info,
-            "memory": memory.summary() if memory is not None else None,  # the memory task t trained with
+            "continual": {p.name: summary for p in self.plugins if (summary := p.summary())},
             "train_s": train_s,
             "eval_s": eval_s,
             "wall_s": train_s + eval_s,
             "peak_rss_mb": peak_rss_mb(),
         }
         atomic_write_json(self.out / "results" / f"step{t + 1}.json", result)
-        maybe_die("memory", t + 1)
-        if memory is not None and t < self.n_tasks - 1:
-            ids, labels = strategy.memory_candidates(t)
-            feats = strategy.features(t, model, ids) if memory.selection == "herding" else None
-            memory.update(ids, labels, features=feats, task=t)
-            memory.save(self.out / f"memory_after_task{t + 1}.json")
+        if t < self.n_tasks - 1:
+            for p in self.plugins:
+                p.save(self.out, t)
         atomic_write_text(self.task_dir(t) / "DONE", f"task {t + 1} finished\n")
 
 
 def write_report(report: Callable[[Path], dict[str, Any]], out: Path) -> dict[str, Any]:
-    """``report(out)``, the recipe's run report (with the ``report::N`` fault-injection point when asked for: the
-    N-th atomic write of the report's module dies)."""
-    spec = os.environ.get(DIE_ENV, "")
-    module = sys.modules[report.__module__]
-    if not spec.startswith("report") or not hasattr(module, "atomic_write_text"):
+    """``report(out)``, the recipe's run report, inside the ``report`` fault scope (``SLUKD_DIE_AT=report::N``: the
+    N-th atomic write of the report dies)."""
+    with fault_scope("report"):
         return report(out)
-    original, n = module.atomic_write_text, [0]
-
-    def counting_write(*args, **kwargs):
-        n[0] += 1
-        maybe_die("report", None, n[0])
-        return original(*args, **kwargs)
-
-    module.atomic_write_text = counting_write
-    try:
-        return report(out)
-    finally:
-        module.atomic_write_text = original

@@ -86,11 +86,6 @@ class Scenario:
         """The (0-based) task that introduces ``label``; ``None`` for a class outside the scenario."""
         return self._index.get(label)
 
-    def seen_classes(self, t: int) -> list[str]:
-        """Classes of tasks ``0..t``."""
-        self._check_task(t)
-        return [c for task in self.tasks[: t + 1] for c in task]
-
     def _check_task(self, t: int) -> None:
         if not 0 <= t < self.n_tasks:
             raise ScenarioError(f"scenario {self.name}: task index {t} out of range 0..{self.n_tasks - 1}")

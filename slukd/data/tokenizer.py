@@ -73,9 +73,6 @@ class Tokenizer:
     def id_to_piece(self, i: int) -> str:
         return self.sp.IdToPiece(int(i))
 
-    def piece_to_id(self, piece: str) -> int:
-        return int(self.sp.PieceToId(piece))
-
 
 def sp_user_symbols(symbols: list[str]) -> list[str]:
     """SentencePiece symbols for whole words: each symbol is registered with the word-boundary mark (``"▁date"``),

@@ -14,7 +14,7 @@ from slukd.distill.objective import KDObjective, memory_alpha
 from slukd.distill.sequence import SeqTargets, seq_targets, sequence_nll
 from slukd.distill.targets import TeacherTargets, batch_ids
 from slukd.distill.teacher import Teacher, fingerprint_state_dict
-from slukd.distill.terms import NEEDS, EncoderKD, KDContext, KDTerm, SeqKD, TokenKD, check_terms
+from slukd.distill.terms import NEEDS, TEACHER_NEEDS, EncoderKD, KDContext, KDTerm, SeqKD, TokenKD, check_terms
 from slukd.distill.token import TokenKL
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "KDObjective",
     "memory_alpha",
     "NEEDS",
+    "TEACHER_NEEDS",
     "KDContext",
     "KDTerm",
     "EncoderKD",

@@ -62,29 +62,6 @@ def masked_mean(x: torch.Tensor, rel_lengths: torch.Tensor | None) -> torch.Tens
     return summed / mask.sum(dim=1).to(x.dtype)
 
 
-def _item_weights(item_weight: torch.Tensor | Sequence | None, batch: int, device) -> torch.Tensor | None:
-    """Validate an optional per-item weight/mask [B] and return it as a float tensor (None if absent)."""
-    if item_weight is None:
-        return None
-    w = torch.as_tensor(item_weight, device=device)
-    if w.dim() != 1 or w.shape[0] != batch:
-        raise ValueError(f"item_weight must have shape [B]=[{batch}], got {tuple(w.shape)}")
-    w = w.float()
-    if bool((w < 0).any()):
-        raise ValueError("item_weight must be non-negative")
-    return w
-
-
-def _weighted_item_mean(per_item: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-    """Σ_b w_b l_b / Σ_b w_b (plain mean when w is None); 0 (graph-connected) when Σ w = 0."""
-    if w is None:
-        return per_item.mean()
-    total = w.sum()
-    if float(total) == 0.0:
-        return per_item.sum() * 0.0
-    return (per_item * w.to(per_item.dtype)).sum() / total.to(per_item.dtype)
-
-
 class _Projected(nn.Module):
     """Shared set-up: optional trainable linear projections of student and teacher features to a common space."""
 
@@ -131,8 +108,7 @@ class EncoderMSE(_Projected):
     pool=True:  s = P(masked_mean(S, s_lens)) [B, Dt], t = masked_mean(T, t_lens) [B, Dt] (fixed, detached);
                 l_b = (1/Dt) Σ_d (s_bd - t_bd)².
     pool=False: frame-wise, needs equal time axes: l_b = (1/(n_b Dt)) Σ_{t<n_b} Σ_d (s_btd - t_btd)², n_b from s_lens.
-    Loss = Σ_b w_b l_b / Σ_b w_b (w = item_weight, default all ones: the plain mean over batch and dimension);
-    0 when no item is selected.
+    Loss = (1/B) Σ_b l_b (the plain mean over batch and dimension).
 
     The teacher side is a fixed target: only the student is mapped, into the teacher's space. P is the identity when
     the dimensions are equal (and ``proj_dim`` is None), else a trainable ``nn.Linear(Ds, Dt)`` that starts at the
@@ -179,15 +155,13 @@ class EncoderMSE(_Projected):
         teacher_feats: torch.Tensor,
         student_lens: torch.Tensor | None = None,
         teacher_lens: torch.Tensor | None = None,
-        item_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """student_feats [B, Ts, Ds], teacher_feats [B, Tt, Dt], lens [B] relative, item_weight [B] -> scalar."""
+        """student_feats [B, Ts, Ds], teacher_feats [B, Tt, Dt], lens [B] relative -> scalar."""
         self._check(student_feats, teacher_feats)
-        w = _item_weights(item_weight, student_feats.shape[0], student_feats.device)
         if self.pool:
             s, t = self._pool_project(student_feats, teacher_feats, student_lens, teacher_lens)
             per_item = ((s - t) ** 2).mean(dim=-1)  # [B]
-            return _weighted_item_mean(per_item, w)
+            return per_item.mean()
         if student_feats.dim() != 3 or teacher_feats.dim() != 3 or student_feats.shape[1] != teacher_feats.shape[1]:
             raise ValueError(
                 "EncoderMSE(pool=False) compares frames and needs equal time axes, got student "
@@ -199,7 +173,7 @@ class EncoderMSE(_Projected):
         sq = ((s - t) ** 2).mean(dim=-1)  # [B, T]
         sq = torch.where(mask, sq, torch.zeros((), dtype=sq.dtype, device=sq.device))
         per_item = sq.sum(dim=1) / mask.sum(dim=1).to(sq.dtype)
-        return _weighted_item_mean(per_item, w)
+        return per_item.mean()
 
 
 class EncoderContrastive(_Projected):
@@ -208,10 +182,8 @@ class EncoderContrastive(_Projected):
     s_b = normalize(P_s(masked_mean(S, s_lens))_b), t_b = normalize(P_t(masked_mean(T, t_lens))_b), both [B, P];
     logits = s tᵀ / τ  [B, B], τ = exp(log τ) clamped to [min_temperature, max_temperature] (log τ learned when
     ``learn_temperature``); items i ≠ j with ids[i] == ids[j] are removed from each other's negatives (logit -inf).
-    l_b = ½ [CE(logits[b, :], b) + CE(logitsᵀ[b, :], b)]; loss = Σ_b w_b l_b / Σ_b w_b.
-
-    With ``item_weight`` only the items with w_b > 0 take part (they are each other's negatives); a batch of
-    fewer than two items gives 0.
+    l_b = ½ [CE(logits[b, :], b) + CE(logitsᵀ[b, :], b)]; loss = (1/B) Σ_b l_b. A batch of fewer than two items
+    gives 0.
     """
 
     def __init__(
@@ -264,15 +236,10 @@ class EncoderContrastive(_Projected):
         student_lens: torch.Tensor | None = None,
         teacher_lens: torch.Tensor | None = None,
         ids: Sequence | torch.Tensor | None = None,
-        item_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """student_feats [B, Ts, Ds], teacher_feats [B, Tt, Dt], lens [B], ids [B] (str/int), item_weight [B]."""
+        """student_feats [B, Ts, Ds], teacher_feats [B, Tt, Dt], lens [B], ids [B] (str/int) -> scalar."""
         batch = student_feats.shape[0]
-        w = _item_weights(item_weight, batch, student_feats.device)
         logits = self.logits(student_feats, teacher_feats, student_lens, teacher_lens)  # [B, B]
-        keep = torch.ones(batch, dtype=torch.bool, device=logits.device)
-        if w is not None:
-            keep = w > 0
         if ids is not None:
             ids_list = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
             if len(ids_list) != batch:
@@ -282,13 +249,11 @@ class EncoderContrastive(_Projected):
             same = code.unsqueeze(0) == code.unsqueeze(1)  # [B, B]
             same.fill_diagonal_(False)
             logits = logits.masked_fill(same, float("-inf"))
-        idx = torch.nonzero(keep).squeeze(1)
-        if idx.numel() < 2:
+        if batch < 2:
             finite = torch.where(torch.isfinite(logits), logits, torch.zeros((), device=logits.device))
             return finite.sum() * 0.0  # zero, but still connected to the graph so backward() works
-        sub = logits.index_select(0, idx).index_select(1, idx)  # [K, K]
-        target = torch.arange(sub.shape[0], device=sub.device)
+        target = torch.arange(batch, device=logits.device)
         per_item = 0.5 * (
-            F.cross_entropy(sub, target, reduction="none") + F.cross_entropy(sub.T, target, reduction="none")
+            F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")
         )
-        return _weighted_item_mean(per_item, None if w is None else w.index_select(0, idx))
+        return per_item.mean()

@@ -2,15 +2,12 @@
 
 Two modes:
 - ``"alpha"`` (SLU paper): alpha = sqrt(n_mem / B) from the batch's memory mask;
-  L = (1 - alpha) · L_sup + alpha · Σ_k w_k L_k (KD terms are computed on the memory items only, by passing
-  ``item_weight=is_memory`` to the losses). A batch without memory items gives L = L_sup.
+  L = (1 - alpha) · L_sup + alpha · Σ_k w_k L_k (the KD terms are computed on the rows the Brain's ``kd_rows``
+  selects: the memory items for SLU). A batch without memory items gives L = L_sup.
 - ``"sum"`` (captioning paper): L = L_sup + Σ_k w_k L_k.
 
-In hparams YAML::
-
-    kd_objective: !new:slukd.distill.KDObjective
-        mode: alpha
-        weights: {enc: 1.0, seq: 1.0}
+The training Brain (:class:`slukd.train.KDBrain`) builds it from the YAML's ``kd_mode`` and the weights of the active
+KD terms (``kd_terms`` + ``extra_kd_terms``, e.g. ``seq_kd_weight: 1.0``).
 """
 
 from __future__ import annotations

@@ -76,14 +76,13 @@ def sequence_nll(
     targets: torch.Tensor,
     lens: torch.Tensor | None = None,
     pad_index: int | None = None,
-    item_weight: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Token cross-entropy that ignores padding: the CE of seq-KD (and of the supervised target).
 
     log_probs [B, L, V] (log-softmax outputs), targets [B, L] (e.g. ``tokens_eos``), lens [B] relative lengths
     (valid positions = first round(lens_b · L)) and/or pad_index (positions equal to it are ignored).
-    loss = Σ_{b,l} w_b m_bl CE_bl / Σ_{b,l} w_b m_bl, CE_bl = -(1-ε) log p(y_bl) - ε/V Σ_v log p(v); 0 if none.
+    loss = Σ_{b,l} m_bl CE_bl / Σ_{b,l} m_bl, CE_bl = -(1-ε) log p(y_bl) - ε/V Σ_v log p(v); 0 if none.
     """
     if log_probs.dim() != 3 or targets.shape != log_probs.shape[:2]:
         raise ValueError(f"need log_probs [B, L, V] and targets [B, L], got {tuple(log_probs.shape)}, {targets.shape}")
@@ -95,11 +94,6 @@ def sequence_nll(
     if pad_index is not None:
         mask &= targets != pad_index
     m = mask.float()
-    if item_weight is not None:
-        w = torch.as_tensor(item_weight, device=log_probs.device).float()
-        if w.shape != (batch,):
-            raise ValueError(f"item_weight must have shape [B]=[{batch}], got {tuple(w.shape)}")
-        m = m * w.unsqueeze(1)
     lp = log_probs.float()
     nll = -lp.gather(-1, targets.clamp(0, vocab - 1).unsqueeze(-1)).squeeze(-1)  # [B, L]
     if label_smoothing > 0:

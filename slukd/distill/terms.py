@@ -25,9 +25,11 @@ from slukd.distill.encoder import EncoderContrastive, EncoderMSE, masked_mean
 from slukd.distill.sequence import seq_targets, sequence_nll
 from slukd.distill.token import TokenKL
 
-__all__ = ["NEEDS", "KDContext", "KDTerm", "EncoderKD", "TokenKD", "SeqKD", "check_terms"]
+__all__ = ["NEEDS", "TEACHER_NEEDS", "KDContext", "KDTerm", "EncoderKD", "TokenKD", "SeqKD", "check_terms"]
 
 NEEDS = frozenset({"teacher_enc", "teacher_emb", "teacher_logits", "teacher_hyps", "gold"})
+#: what only a teacher gives (a term needing none of these runs without a teacher)
+TEACHER_NEEDS = frozenset({"teacher_enc", "teacher_emb", "teacher_logits", "teacher_hyps"})
 
 
 class KDContext:
@@ -69,10 +71,6 @@ class KDContext:
         self._logits, self._bos, self._eos, self._eos_lens = logits, tokens_bos, tokens_eos, eos_lens
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.hyps_as_gold = bool(hyps_as_gold)
-
-    @property
-    def has_gold(self) -> bool:
-        return self._bos is not None and not self.hyps_as_gold
 
     @cached_property
     def lens(self) -> torch.Tensor:

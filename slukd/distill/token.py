@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slukd.distill.encoder import _item_weights
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["TokenKL"]
@@ -23,10 +21,9 @@ class TokenKL(nn.Module):
     """Temperature-scaled KL(teacher ‖ student) per target position (the SLU paper's tok-KD).
 
     p_t = softmax(z_t / T), p_s = softmax(z_s / T) over V;  KL_bl = Σ_v p_t (log p_t - log p_s).
-    loss = T² · Σ_{b,l} w_b m_bl KL_bl / Σ_{b,l} w_b m_bl
-    with m = mask [B, L] (True = real token; pad positions never count) and w = item_weight [B] (default 1):
-    a mean over the masked-in positions of the selected items, each position of item b weighted by w_b (so with a
-    0/1 item mask it is the mean over the real tokens of the selected items). 0 when nothing is selected.
+    loss = T² · Σ_{b,l} m_bl KL_bl / Σ_{b,l} m_bl
+    with m = mask [B, L] (True = real token; pad positions never count): the mean over the real target positions.
+    0 when there is none.
     The T² factor keeps gradient magnitudes comparable across temperatures (Hinton et al.). Computed in float32;
     teacher logits are detached.
     """
@@ -42,9 +39,8 @@ class TokenKL(nn.Module):
         student_logits: torch.Tensor,
         teacher_logits: torch.Tensor,
         mask: torch.Tensor | None = None,
-        item_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """student_logits [B, L, V], teacher_logits [B, L, V], mask [B, L] bool, item_weight [B] -> scalar."""
+        """student_logits [B, L, V], teacher_logits [B, L, V], mask [B, L] bool -> scalar."""
         if student_logits.dim() != 3 or teacher_logits.dim() != 3:
             raise ValueError(
                 f"TokenKL expects logits [B, L, V], got student {tuple(student_logits.shape)} "
@@ -67,9 +63,6 @@ class TokenKL(nn.Module):
             if tuple(mask.shape) != (batch, length):
                 raise ValueError(f"mask must have shape [B, L]=[{batch}, {length}], got {tuple(mask.shape)}")
             m = mask.to(device=student_logits.device).bool().float()
-        w = _item_weights(item_weight, batch, student_logits.device)
-        if w is not None:
-            m = m * w.unsqueeze(1)
         tau = self.temperature
         log_ps = F.log_softmax(student_logits.float() / tau, dim=-1)
         log_pt = F.log_softmax(teacher_logits.detach().float() / tau, dim=-1)

@@ -248,10 +248,6 @@ class SlurpScores:
 # validation helpers
 
 
-def _where(source: str, line: int | None) -> str:
-    return f"{source}:{line}" if line is not None else source
-
-
 def _check_entities(entities: Any, where: str, bad: str) -> tuple[list[tuple[str, str]], int]:
     """Entities -> [(type, filler)]. Anything but a dict with exactly string ``type`` and ``filler`` is bad:
     raised (``bad="raise"``) or dropped and counted (``bad="skip"``)."""

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from slukd.models.cnn_encoder import CNNEncoder
 from slukd.models.pretrained import check_local_folder, require_transformers
 from slukd.models.seq2seq import AudioEncoder, FbankFeatures, Seq2Seq, Seq2SeqOutput, _check_lens, length_mask
 
@@ -586,10 +587,11 @@ def paper_teacher(
 
 def paper_student(vocab_size: int, spec: Mapping[str, Any] | None = None) -> Seq2Seq:
     """The EfficientNet-B2 + 2-layer-decoder student (:data:`PAPER_STUDENT_SPEC`, keys of ``spec`` override it)."""
-    from slukd.captioning.models import build_model
-
     full = {**PAPER_STUDENT_SPEC, **_FRONT_END, **dict(spec or {})}
-    return build_model(full, vocab_size)
+    if full.pop("encoder") != "cnn":
+        raise ValueError("paper_student: the student's encoder is the CNN (spec 'encoder' must be 'cnn')")
+    cnn = dict(full.pop("cnn", {}) or {})
+    return Seq2Seq(vocab_size, encoder=CNNEncoder(full["n_mels"], **cnn), ctc=False, **full)
 
 
 def load_student(

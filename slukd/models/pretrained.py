@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -256,12 +255,6 @@ class SSLEncoder(AudioEncoder):
                 mods.append(enc.layer_norm)  # post-norm encoders normalise before layer 0
             mods += list(enc.layers[: self.freeze_layers])
         return mods
-
-    def frozen_parameters(self) -> Iterator[nn.Parameter]:
-        """The parameters that the freeze mode keeps fixed (``requires_grad`` False)."""
-        for p in self.parameters():
-            if not p.requires_grad:
-                yield p
 
     def train(self, mode: bool = True) -> SSLEncoder:
         """Training mode everywhere except the frozen parts (which stay in eval mode: no dropout in them)."""

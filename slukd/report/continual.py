@@ -4,11 +4,12 @@ A run folder (written by :mod:`slukd.continual.loop`) holds ``run_info.json`` (i
 ``results/step<t>.json`` per finished step ``t`` (1-based) with the test metrics of every task seen so far::
 
     {"step": t, "n_steps": T, "per_task": [{"task": j, "n": .., "intent_acc": .., "wer": .., "full_wer": ..,
-     "slu_f1": ..}, ...], "seen": {...the same keys...}, "optimizer_steps": .., "memory": {...}, "device": {...},
-     "code": {"fingerprint": .., "files": {..}}, "data_digest": .., "wall_s": .., "peak_rss_mb": ..}
+     "slu_f1": ..}, ...], "seen": {...the same keys...}, "optimizer_steps": .., "continual": {"memory": {...}},
+     "device": {...}, "code": {"fingerprint": .., "files": {..}}, "data_digest": .., "wall_s": .., "peak_rss_mb": ..}
 
 (``wer``: transcript only; ``full_wer``: the whole decoded target, intent, slots and transcript, as the SLU paper's
-WER; ``memory``: what task t rehearsed, see :meth:`slukd.continual.memory.RehearsalMemory.summary`.)
+WER; ``continual.memory``: the rehearsal memory after task t, what task t+1 rehearses, see
+:meth:`slukd.continual.memory.RehearsalMemory.summary`; the last step has no update after it.)
 
 From them (always recomputed, so a rerun after a kill gives the same report):
 
@@ -156,7 +157,7 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "last_full_wer": full[-1] if full[-1] is not None else float("nan"),
         "optimizer_steps": float(sum(opt)) if None not in opt else float("nan"),
         "optimizer_steps_per_task": opt,
-        "memory_per_task": [s.get("memory") for s in steps],
+        "memory_per_task": [(s.get("continual") or {}).get("memory") for s in steps],
         "code": (steps[-1].get("code") or {}),
         "code_fingerprints": sorted({c for c in codes if c}),
         "code_recorded": None not in codes,
@@ -250,18 +251,19 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
 
 
 def _memory_md(summary: dict[str, Any]) -> list[str]:
-    """Markdown: the memory each task rehearsed (rule, quota, items in all and per scenario) and its optimiser
-    steps."""
-    lines = ["## Memory and optimiser steps per task", ""]
+    """Markdown: the rehearsal memory after each task (rule, quota, items in all and per scenario; what the next
+    task rehearses) and the task's optimiser steps."""
+    lines = ["## Memory after each task and optimiser steps", ""]
     mems = summary["memory_per_task"]
     if all(m is None for m in mems):
         lines += ["No rehearsal memory in any task (or none recorded by the code that made this run).", ""]
-    lines += ["| task | rule | quota per scenario | items rehearsed | per scenario | optimiser steps |",
+    lines += ["| task | rule | quota per scenario | items after the task | per scenario | optimiser steps |",
               "|---|---|---|---|---|---|"]  # fmt: skip
+    last = summary["n_steps"] - 1
     for t, (m, n) in enumerate(zip(mems, summary["optimizer_steps_per_task"])):
         steps = "-" if n is None else str(n)
-        if m is None:
-            lines.append(f"| {t + 1} | - | - | 0 | - | {steps} |")
+        if m is None or t == last:  # no memory, or the last task (no update after it)
+            lines.append(f"| {t + 1} | - | - | - | - | {steps} |")
             continue
         quota = "-" if m.get("quota_per_class") is None else str(m["quota_per_class"])
         per = ", ".join(f"{c} {k}" for c, k in m.get("per_class", {}).items()) or "-"

@@ -153,8 +153,8 @@ def _continual_summary(run: Path) -> tuple[bool, str, dict[str, Any]]:
 
 
 def _task1_memory(mems: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The memory the second task rehearsed (what task 1 left): rule, quota and items."""
-    m = mems[1] if len(mems) > 1 else None
+    """The memory after task 1 (what task 2 rehearses): rule, quota and items."""
+    m = mems[0] if mems else None
     return None if m is None else {"rule": m.get("rule"), "quota": m.get("quota_per_class"), "total": m.get("total")}
 
 

@@ -4,6 +4,7 @@ decoding to SLURP predictions and scores. The recipe ``recipes/slurp_incremental
 from slukd.slu.brain import SLUBrain
 from slukd.slu.data import make_dataset
 from slukd.slu.prepare import SLUData, label_report, prepare_corpus, prepare_scenario, prepare_tokenizer
+from slukd.slu.strategy import SLUStrategy
 
-__all__ = ["SLUBrain", "SLUData", "make_dataset", "prepare_corpus", "prepare_tokenizer", "prepare_scenario",
-           "label_report"]  # fmt: skip
+__all__ = ["SLUBrain", "SLUStrategy", "SLUData", "make_dataset", "prepare_corpus", "prepare_tokenizer",
+           "prepare_scenario", "label_report"]  # fmt: skip

@@ -3,7 +3,8 @@
 Loss of a training batch with B items, of which the memory items M (``is_memory``):
 
     L_sup = w_ctc · CTC(enc, y) + (1 - w_ctc) · CE(decoder(enc, [bos]+y), y+[eos])      (pad positions masked)
-    KD terms (teacher = frozen model after the previous task, run on the memory rows only; slukd.distill.terms):
+    KD terms (teacher = frozen model after the previous task, run on the memory rows, or on every row with
+    ``kd_scope: all``; slukd.distill.terms):
         enc (audio-KD): MSE(masked_mean(enc_s[M]), masked_mean(enc_t[M]))
         tok:   T² KL(p_t ‖ p_s) per target position of the memory rows (gold prefix)
         seq:   CE of the student decoder on the teacher's beam-search hypotheses of the memory rows
@@ -25,15 +26,40 @@ from slukd.distill import sequence_nll
 from slukd.train import KDBrain
 
 
-class SLUBrain(KDBrain):
-    """Attributes besides :class:`KDBrain`'s: ``tokenizer``; ``task`` (0-based); ``decode_fn``
-    (``(model, enc, lens) -> list[list[int]]``, greedy decoding for validation); ``gold_intent`` ({item ID: intent}
-    of the validation items)."""
+def slu_forward(model: torch.nn.Module, batch: Any, ctc: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The student's teacher-forced pass on a batch already on its device: (model output, {enc [B, T, D], logits
+    [B, L, V], lens [B], and ``ctc`` [B, T, V] log-probs when asked for and the model has a CTC head})."""
+    wavs, lens = batch.sig
+    res = model(wavs, lens, batch.tokens_bos[0])
+    out = {"enc": res.enc, "logits": res.logits, "lens": lens}
+    if ctc and res.ctc_log_probs is not None:
+        out["ctc"] = res.ctc_log_probs
+    return res, out
 
+
+def slu_loss(out: dict[str, Any], batch: Any, ctc_weight: float, label_smoothing: float) -> torch.Tensor:
+    """L_sup = w_ctc · CTC + (1 - w_ctc) · CE (CE alone when ``out`` has no ``ctc``); see the module docstring."""
+    tokens_eos, eos_lens = batch.tokens_eos
+    log_probs = torch.log_softmax(out["logits"].float(), dim=-1)
+    ce = sequence_nll(log_probs, tokens_eos, lens=eos_lens, pad_index=None, label_smoothing=label_smoothing)
+    if "ctc" not in out:
+        return ce
+    tokens, tok_lens = batch.tokens
+    ctc = sb.nnet.losses.ctc_loss(out["ctc"], tokens, out["lens"], tok_lens, blank_index=0)
+    return ctc_weight * ctc + (1 - ctc_weight) * ce
+
+
+class SLUBrain(KDBrain):
+    """Options besides :class:`KDBrain`'s: ``tokenizer``; ``task`` (0-based); ``decode_fn``
+    (``(model, enc, lens) -> list[list[int]]``, greedy decoding for validation); ``gold_intent`` ({item ID: intent}
+    of the validation items); ``kd_scope`` (``memory``: KD on the rehearsal-memory rows; ``all``: on every row)."""
+
+    OPTIONS = KDBrain.OPTIONS | {"tokenizer", "task", "decode_fn", "gold_intent", "kd_scope"}
     tokenizer: Any = None
     task: int = 0
     decode_fn: Any = None
     gold_intent: dict[str, str] | None = None
+    kd_scope: str = "memory"
 
     def compute_forward(self, batch: Any, stage: sb.Stage) -> dict[str, Any]:
         _, res, out = self.forward_student(batch)
@@ -44,21 +70,14 @@ class SLUBrain(KDBrain):
         return out
 
     def supervised_loss(self, out: dict[str, Any], batch: Any, stage: sb.Stage) -> torch.Tensor:
-        tokens_eos, eos_lens = batch.tokens_eos
-        log_probs = torch.log_softmax(out["logits"].float(), dim=-1)
-        ce = sequence_nll(
-            log_probs, tokens_eos, lens=eos_lens, pad_index=None, label_smoothing=self.hparams.label_smoothing
-        )
-        if "ctc" not in out:
-            return ce
-        tokens, tok_lens = batch.tokens
-        ctc = sb.nnet.losses.ctc_loss(out["ctc"], tokens, out["lens"], tok_lens, blank_index=0)
-        w = self.hparams.ctc_weight
-        return w * ctc + (1 - w) * ce
+        return slu_loss(out, batch, self.hparams.ctc_weight, self.hparams.label_smoothing)
 
     def kd_rows(self, batch: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """KD applies to the rehearsal-memory rows; their share of the batch sets alpha."""
+        """KD applies to the rehearsal-memory rows (``kd_scope: memory``) or to every row (``all``); the memory's
+        share of the batch sets alpha."""
         is_mem = batch.is_memory.bool()
+        if self.kd_scope == "all":
+            return torch.arange(len(is_mem), device=is_mem.device), is_mem
         if not bool(is_mem.any()):
             return None, None
         return torch.nonzero(is_mem).squeeze(1), is_mem

@@ -10,7 +10,9 @@ paper's L = (1-α) L_sup + α Σ_k w_k L_k with α = sqrt(n_mem / B), or ``sum``
 What the base class adds to SpeechBrain's:
 - the teacher is frozen and kept outside ``modules`` (never optimised or DDP-wrapped); KD terms with trainable heads
   are registered as ``modules["kd_<name>"]``, so they are optimised, gradient-clipped, DDP-wrapped and checkpointed
-  with the student;
+  with the student; a term that needs nothing from a teacher runs without one;
+- the continual plugins (:mod:`slukd.continual.plugin`) add their ``batch_loss`` to every training batch's loss
+  (logged as ``cl_<name>``) and see the gradients in ``before_step`` (after backward, before clipping and the step);
 - gradient clipping (``max_grad_norm``) covers every parameter group (SpeechBrain clips only the first);
 - the learning rate follows ``lr_schedule`` (:mod:`slukd.train.schedulers`) as a function of the optimiser step;
 - at the start of every training epoch all RNGs are seeded from ``seed_base + epoch`` and the sampler's epoch is
@@ -33,7 +35,7 @@ from typing import Any
 import speechbrain as sb
 import torch
 
-from slukd.distill import KDContext, KDObjective, KDTerm, check_terms
+from slukd.distill import TEACHER_NEEDS, KDContext, KDObjective, KDTerm, check_terms
 from slukd.train.schedulers import apply_schedule
 from slukd.utils.io import atomic_write_json, atomic_write_text
 from slukd.utils.run import seed_everything
@@ -50,16 +52,20 @@ class KDBrain(sb.Brain):
     ``setup()``; inactive ones and, without a teacher, all of them are dropped), ``kd_mode`` and ``targets``
     (:class:`slukd.distill.TeacherTargets` with cached hypotheses/embeddings, or None).
 
-    Attributes the recipe may set: ``seed_base`` (epoch RNG seed offset), ``sampler`` (train sampler), ``lr_schedule``
-    (a :class:`slukd.train.schedulers.Schedule`), ``train_logger``, ``train_log_path``, ``epoch_times_path``,
-    ``batch_hook`` (called with the number of training batches run by this process: fault injection), ``label``
-    (the log prefix, e.g. ``"task 2"``), ``bos_id`` / ``eos_id`` / ``pad_id`` (decoder special tokens).
+    Options (keyword arguments of the constructor, :data:`OPTIONS`; a subclass adds its own): ``seed_base`` (epoch
+    RNG seed offset), ``sampler`` (train sampler), ``lr_schedule`` (a :class:`slukd.train.schedulers.Schedule`),
+    ``train_logger``, ``train_log_path``, ``epoch_times_path``, ``batch_hook`` (called with the number of training
+    batches run by this process: fault injection), ``label`` (the log prefix, e.g. ``"task 2"``), ``bos_id`` /
+    ``eos_id`` / ``pad_id`` (decoder special tokens), ``plugins`` (continual methods with training hooks).
     Subclasses implement :meth:`compute_forward` (a dict with at least ``enc`` [B, T, D], ``logits`` [B, L, V] and
     ``lens`` [B]) and :meth:`supervised_loss`, and may override :meth:`kd_rows`, :meth:`on_valid_batch`,
     :meth:`valid_stats` and :meth:`checkpoint_meta`.
     """
 
+    OPTIONS = frozenset({"seed_base", "sampler", "lr_schedule", "train_logger", "train_log_path", "epoch_times_path",
+                         "batch_hook", "label", "bos_id", "eos_id", "pad_id", "plugins"})  # fmt: skip
     select_key = "select"
+    plugins: Sequence[Any] = ()
     seed_base: int = 0
     sampler: Any = None
     lr_schedule: Any = None
@@ -84,8 +90,12 @@ class KDBrain(sb.Brain):
         kd_terms: Sequence[KDTerm] = (),
         kd_mode: str = "sum",
         targets: Any = None,
+        **options: Any,
     ) -> None:
-        active = check_terms(list(kd_terms)) if teacher is not None else []
+        unknown = sorted(set(options) - self.OPTIONS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown options {unknown} (known: {sorted(self.OPTIONS)})")
+        active = [t for t in check_terms(list(kd_terms)) if teacher is not None or not (t.needs & TEACHER_NEEDS)]
         modules = dict(modules)
         self.kd_modules: dict[str, str] = {}  # term name -> modules key, for terms with trainable heads
         for term in active:
@@ -101,6 +111,8 @@ class KDBrain(sb.Brain):
         if checkpointer is not None:
             for key in self.kd_modules.values():
                 checkpointer.add_recoverable(key, self.modules[key])
+        for key, value in options.items():
+            setattr(self, key, value)
         self._n_batches = 0
         self._parts: dict[str, float] = {}
         self._parts_n = 0
@@ -158,17 +170,24 @@ class KDBrain(sb.Brain):
         if stage != sb.Stage.TRAIN:
             self.on_valid_batch(predictions, batch, stage)
             return sup
-        if self.kd_objective is None:
-            self._accumulate({"sup": float(sup.detach())})
-            return sup
-        rows, is_memory = self.kd_rows(batch)
-        if rows is None or rows.numel() == 0:
-            self._accumulate({"sup": float(sup.detach())})
-            return sup
-        ctx = self.kd_context(predictions, batch, rows)
-        total, parts = self.kd_objective(sup, self.kd_losses(ctx), is_memory=is_memory)
+        total, parts = self.distilled_loss(sup, predictions, batch)
+        for plugin in self.plugins:
+            extra = plugin.batch_loss(self, batch, predictions)
+            if extra is not None:
+                total = total + extra
+                parts[f"cl_{plugin.name}"] = float(extra.detach())
         self._accumulate(parts)
         return total
+
+    def distilled_loss(self, sup: torch.Tensor, out: dict[str, Any], batch: Any) -> tuple[torch.Tensor, dict]:
+        """(the KD objective's loss, its parts) of a training batch; ``sup`` alone without KD rows or terms."""
+        if self.kd_objective is None:
+            return sup, {"sup": float(sup.detach())}
+        rows, is_memory = self.kd_rows(batch)
+        if rows is None or rows.numel() == 0:
+            return sup, {"sup": float(sup.detach())}
+        ctx = self.kd_context(out, batch, rows)
+        return self.kd_objective(sup, self.kd_losses(ctx), is_memory=is_memory)
 
     def _accumulate(self, parts: dict[str, float]) -> None:
         for k, v in parts.items():
@@ -217,6 +236,8 @@ class KDBrain(sb.Brain):
             return
         for opt in optimizers.values():
             self.scaler.unscale_(opt)
+        for plugin in self.plugins:
+            plugin.before_step(self)
         for opt in optimizers.values():
             params = [p for g in opt.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
@@ -270,7 +291,8 @@ class KDBrain(sb.Brain):
             self.on_valid_start(stage)
 
     def _record_epoch_time(self, epoch: int, seconds: float) -> None:
-        """Keep {epoch: training seconds} in a JSON file (rewritten atomically; a resumed run keeps old epochs)."""
+        """Keep {epoch: training seconds} in a JSON file (rewritten atomically; a resumed run keeps old epochs; read
+        back with :func:`read_epoch_times`)."""
         path = Path(self.epoch_times_path)
         times = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         times[str(epoch)] = seconds
@@ -327,6 +349,14 @@ class KDBrain(sb.Brain):
     def checkpoint_meta(self, stats: dict[str, float], epoch: int) -> dict[str, Any]:
         """Metadata stored with the epoch's checkpoint; ``select_key`` picks the best one."""
         return {self.select_key: -stats["loss"], "epoch": epoch, "epoch_s": self.train_stats["epoch_s"]}
+
+
+def read_epoch_times(path: str | Path) -> list[float]:
+    """The training seconds of each epoch, in epoch order, from the file ``KDBrain`` keeps (``epoch_times_path``);
+    [] when there is none."""
+    path = Path(path)
+    times = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return [times[k] for k in sorted(times, key=int) if times[k] is not None]
 
 
 class _Loggers:

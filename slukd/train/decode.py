@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from slukd.distill.encoder import masked_mean
 from slukd.models.decoding import beam_search, greedy_search
+from slukd.utils.distributed import rank_and_world
 
 __all__ = ["decode", "decode_dataset", "pooled_features", "autocast", "teacher_target_fn"]
 
@@ -36,12 +37,6 @@ def decode(model, enc: torch.Tensor, lens: torch.Tensor, beam_size: int, max_len
     return [h[0].tokens for h in beam_search(model, enc, lens, beam_size=beam_size, max_len=max_len)]
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 @torch.no_grad()
 def decode_dataset(
     model,
@@ -58,7 +53,7 @@ def decode_dataset(
 ) -> dict[str, list[int]]:
     """{item ID: best hypothesis token list} over ``dataset`` (see the module docstring). The model is put in
     eval mode for the call; ``on_batch(k)`` is called after the k-th batch this process decodes (1-based)."""
-    rank, world = _dist() if shard else (0, 1)
+    rank, world = rank_and_world() if shard else (0, 1)
     was_training = model.training
     model.eval()
     # this process's batches only (every world-th, in order): the others' audio is never loaded here

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
+from slukd.utils.distributed import rank_and_world
+
 __all__ = ["BucketedRandomSampler", "train_loader"]
 
 
@@ -48,7 +50,7 @@ class BucketedRandomSampler(Sampler[list[int]]):
             batches += [part[k : k + self.batch_size] for k in range(0, len(part), self.batch_size)]
         order = torch.randperm(len(batches), generator=g).tolist()
         batches = [batches[i] for i in order]
-        rank, world = _dist()
+        rank, world = rank_and_world()
         if world > 1:
             n = -(-len(batches) // world)
             batches = (batches * (1 + n * world // max(1, len(batches))))[: n * world][rank::world]
@@ -62,13 +64,7 @@ class BucketedRandomSampler(Sampler[list[int]]):
         chunk = self.batch_size * self.bucket_batches
         full, rest = divmod(len(self.durations), chunk)
         total = full * self.bucket_batches + (rest + self.batch_size - 1) // self.batch_size
-        return -(-total // _dist()[1])
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+        return -(-total // rank_and_world()[1])
 
 
 def train_loader(kind: str, dataset, durations: Sequence[float], batch_size: int, seed: int,

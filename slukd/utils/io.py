@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from slukd.utils.faults import on_file_write
+
 __all__ = [
     "WriteError",
     "atomic_write",
@@ -45,6 +47,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     ``path`` when the folder cannot be created or the data cannot be written.
     """
     path = Path(path)
+    on_file_write()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

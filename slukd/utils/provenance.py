@@ -120,17 +120,21 @@ def step_header(
 
 
 def first_task_key(
-    out_dir: str | os.PathLike, exclude: frozenset[str] | set[str], recipe_file: str | os.PathLike
+    out_dir: str | os.PathLike,
+    exclude: frozenset[str] | set[str],
+    recipe_file: str | os.PathLike,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
     """Key of the shared first-task cache (:class:`slukd.continual.first_task.FirstTaskCache`): the run's resolved
     settings but ``exclude`` (those that cannot change task 1), the code fingerprint (package and recipe, torch and
     SpeechBrain versions) and the data digest, so that a corpus re-synthesised in the same folder never reuses a task
-    1 trained on the old one."""
+    1 trained on the old one. ``extra`` adds fields (e.g. the plugins that can change task 1)."""
     from slukd.continual.first_task import FirstTaskCache, code_fingerprint
     from slukd.utils.run import settings_identity
 
     out = Path(out_dir)
     settings = settings_identity((out / "hparams_resolved.yaml").read_text(encoding="utf-8"), exclude)
+    settings.update(extra or {})
     settings["code"] = code_fingerprint([recipe_file])
     settings["data"] = data_digest(out)
     return FirstTaskCache.key(settings)

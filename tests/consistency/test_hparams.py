@@ -79,9 +79,20 @@ def test_caption_speed_demo_preset_is_the_demo_pair():
         assert have == want, f"{name}: preset {have} vs base.yaml {want}"
 
 
+#: continual-method rows: (plugin class of extra_continual_methods or None, KD terms on, kd_scope)
+METHOD_ROWS = {
+    "ewc": ("EWC", set(), "memory"),
+    "mas": ("MAS", set(), "memory"),
+    "agem": ("AGEM", set(), "memory"),
+    "derpp": ("DERpp", set(), "memory"),
+    "lwf": (None, {"tok"}, "all"),
+}
+
+
 def test_slu_rows_mean_what_their_names_say():
     """The KD rows sit on the paper's base (1% iCaRL herding memory); *_random rows on random memory; each KD row
-    turns on exactly the terms its name lists; finetune and joint keep nothing."""
+    turns on exactly the terms its name lists; finetune and joint keep nothing; a continual-method row has no
+    rehearsal memory, exactly its own method (with a 1% memory where the method keeps one) and the KD it names."""
     terms = {"audio": "enc_kd_weight", "tok": "tok_kd_weight", "seq": "seq_kd_weight"}
     for path in sorted((REPO / "hparams" / "slurp_incremental").glob("*.yaml")):
         if path.stem.startswith("base"):
@@ -89,7 +100,20 @@ def test_slu_rows_mean_what_their_names_say():
         hp, _ = load_hparams(path)
         name = path.stem
         if name in ("finetune", "joint"):
-            assert hp["memory"] == "none", name
+            assert hp["memory"] == "none" and hp["extra_continual_methods"] == [], name
+            continue
+        if name in METHOD_ROWS:
+            cls, kd_on, scope = METHOD_ROWS[name]
+            assert hp["memory"] == "none" and hp["kd_scope"] == scope, name
+            assert [type(p).__name__ for p in hp["extra_continual_methods"]] == ([cls] if cls else []), name
+            for plugin in hp["extra_continual_methods"]:
+                if hasattr(plugin, "fraction"):
+                    assert (plugin.fraction, plugin.per_class) == (0.01, None), name
+            assert {t for t, key in terms.items() if hp[key] > 0} == kd_on, name
+            continue
+        if name == "contrastive_kd":
+            assert hp["memory"] == "herding" and hp["kd_scope"] == "all" and hp["enc_kd_kind"] == "contrastive"
+            assert {t for t, key in terms.items() if hp[key] > 0} == {"audio"}
             continue
         want = "random" if name.endswith("_random") or name == "rehearsal_5pct" else "herding"
         assert hp["memory"] == want, name

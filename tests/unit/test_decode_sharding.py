@@ -34,7 +34,7 @@ def test_each_process_decodes_its_share_and_the_parts_are_gathered(rank, monkeyp
     ds = _dataset(10)
     full = D.decode_dataset(model, ds, batch_size=2, max_len=3, progress=False, shard=False)  # 5 batches
     seen: list[int] = []
-    monkeypatch.setattr(D, "_dist", lambda: (rank, 2))
+    monkeypatch.setattr(D, "rank_and_world", lambda: (rank, 2))
 
     def gather(parts, mine):  # what all_gather_object gives: every process's dict
         parts[rank] = mine

@@ -5,17 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slukd.models import Seq2Seq, decoding
-from slukd.models.decoding import (
-    _GRAPH_CACHE,
-    _static_search,
-    _StaticSearch,
-    _step_limits,
-    beam_search,
-    clear_graph_cache,
-    decode_batch,
-    greedy_search,
-)
+from slukd.models import Seq2Seq
+from slukd.models.decoding import beam_search, clear_graph_cache, decode_batch, greedy_search
+from slukd.models.decoding import cuda_graph as decoding
+from slukd.models.decoding.cuda_graph import _GRAPH_CACHE, _static_search, _StaticSearch
+from slukd.models.decoding.dynamic import _step_limits
 from tests.helpers_decoding import V, memorised_model, tiny_model
 
 CUDA = torch.cuda.is_available()

@@ -141,12 +141,11 @@ def test_sequence_nll_hand_and_padding():
     ref = -(math.log(0.25) + math.log(0.1) + math.log(0.6)) / 3
     assert sequence_nll(lp, targets, pad_index=0).item() == pytest.approx(ref, rel=1e-6)
     assert sequence_nll(lp, targets, lens=torch.tensor([1.0, 0.5])).item() == pytest.approx(ref, rel=1e-6)
-    w = torch.tensor([0.0, 1.0])
-    assert sequence_nll(lp, targets, pad_index=0, item_weight=w).item() == pytest.approx(-math.log(0.6), rel=1e-6)
-    assert sequence_nll(lp, targets, pad_index=0, item_weight=torch.zeros(2)).item() == 0.0
+    assert sequence_nll(lp[1:], targets[1:], pad_index=0).item() == pytest.approx(-math.log(0.6), rel=1e-6)
+    assert sequence_nll(lp, targets, lens=torch.zeros(2)).item() == 0.0
     eps = 0.1
     ls = (1 - eps) * -math.log(0.6) - eps * sum(math.log(p) for p in [0.2, 0.2, 0.6]) / 3
-    got = sequence_nll(lp, targets, pad_index=0, item_weight=w, label_smoothing=eps)
+    got = sequence_nll(lp[1:], targets[1:], pad_index=0, label_smoothing=eps)
     assert got.item() == pytest.approx(ls, rel=1e-6)
 
 

@@ -27,7 +27,7 @@ def test_token_kl_hand(temp):
         assert got.item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5), rel=1e-5)
 
 
-def test_token_kl_mask_and_item_weight():
+def test_token_kl_mask():
     torch.manual_seed(0)
     s, t = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
@@ -41,13 +41,7 @@ def test_token_kl_mask_and_item_weight():
     s2, t2 = s.clone(), t.clone()
     s2[0, 3], t2[1, 2:] = float("nan"), float("inf")
     assert m(s2, t2, mask).item() == pytest.approx(m(s, t, mask).item(), rel=1e-6)
-    # item weight: positions of item b weighted by w_b
-    w = torch.tensor([0.0, 1.0])
-    assert m(s, t, mask, item_weight=w).item() == pytest.approx((per[1, 0] + per[1, 1]) / 2, rel=1e-5)
-    w = torch.tensor([1.0, 2.0])
-    ref = (per[0, 0] + per[0, 1] + per[0, 2] + 2 * (per[1, 0] + per[1, 1])) / 7
-    assert m(s, t, mask, item_weight=w).item() == pytest.approx(ref, rel=1e-5)
-    assert m(s, t, mask, item_weight=torch.zeros(2)).item() == 0.0
+    assert m(s, t, torch.zeros(2, 4, dtype=torch.bool)).item() == 0.0  # no real position
     assert m(s, t).item() == pytest.approx(sum(per.values()) / 8, rel=1e-5)
 
 
@@ -72,8 +66,6 @@ def test_token_kl_errors():
         m(torch.randn(2, 3, 5), torch.randn(2, 4, 5))
     with pytest.raises(ValueError, match="mask"):
         m(torch.randn(2, 3, 5), torch.randn(2, 3, 5), torch.ones(2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="item_weight"):
-        m(torch.randn(2, 3, 5), torch.randn(2, 3, 5), item_weight=torch.ones(3))
     with pytest.raises(ValueError, match="temperature"):
         TokenKL(0.0)
 

@@ -252,11 +252,12 @@ def test_runs_of_different_code_are_never_averaged_and_the_difference_is_named(t
 
 def test_run_report_shows_memory_full_target_wer_and_optimiser_steps(tmp_path):
     mem = {"rule": "fixed_quota", "quota_per_class": 2, "capacity": 8, "total": 4, "per_class": {"a": 2, "b": 2}}
-    extra = {1: {"optimizer_steps": 30, "memory": {**mem, "total": 0, "per_class": {}}},
-             2: {"optimizer_steps": 20, "memory": mem, "device": {"device": "cpu", "name": "x", "cpus": 2},
-                 "code": _code("f1"), "data_digest": "d1"}}  # fmt: skip
-    run = _make_run(tmp_path, "rehearsal_random", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6], extra=extra)
-    for k in (1, 2):  # full-target WER beside the transcript WER
+    extra = {1: {"optimizer_steps": 30, "continual": {"memory": {**mem, "total": 2, "per_class": {"a": 2}}}},
+             2: {"optimizer_steps": 20, "continual": {"memory": mem}},
+             3: {"optimizer_steps": 10, "continual": {"memory": mem}, "code": _code("f1"), "data_digest": "d1",
+                 "device": {"device": "cpu", "name": "x", "cpus": 2}}}  # fmt: skip
+    run = _make_run(tmp_path, "rehearsal_random", 0, [[0.9], [0.4, 0.8], [0.3, 0.7, 0.8]], [0.9, 0.6, 0.5], extra=extra)
+    for k in (1, 2, 3):  # full-target WER beside the transcript WER
         p = run / "results" / f"step{k}.json"
         d = json.loads(p.read_text())
         d["seen"]["full_wer"] = 0.1 * k
@@ -264,14 +265,15 @@ def test_run_report_shows_memory_full_target_wer_and_optimiser_steps(tmp_path):
             t["full_wer"] = 0.1 * k
         p.write_text(json.dumps(d))
     s = write_run_report(run)
-    assert s["optimizer_steps"] == 50 and s["avg_full_wer"] == pytest.approx(0.15)
+    assert s["optimizer_steps"] == 60 and s["avg_full_wer"] == pytest.approx(0.2)
     md = (run / "report.md").read_text()
-    assert "| 2 | fixed_quota | 2 | 4 | a 2, b 2 | 20 |" in md
+    assert "| 1 | fixed_quota | 2 | 2 | a 2 | 30 |" in md and "| 2 | fixed_quota | 2 | 4 | a 2, b 2 | 20 |" in md
+    assert "| 3 | - | - | - | - | 10 |" in md  # no update after the last task
     assert "Avg WER (full target)" in md and "fingerprint f1" in md and "Data digest: d1" in md
     table = report_runs([tmp_path])
     assert "Avg WER (transcript) (%) | Avg WER (full target) (%)" in table and "| Optimiser steps |" in table
     assert (
-        "Memory after task 1 (what task 2 rehearses): rehearsal_random: fixed_quota, 4 items (2 per scenario)" in table
+        "Memory after task 1 (what task 2 rehearses): rehearsal_random: fixed_quota, 2 items (2 per scenario)" in table
     )
 
 

@@ -45,7 +45,7 @@ def test_processes_get_disjoint_shares_and_the_same_number_of_steps(monkeypatch)
     d = _durations(101)
     shares = []
     for rank in range(3):
-        monkeypatch.setattr(sampling, "_dist", lambda r=rank: (r, 3))
+        monkeypatch.setattr(sampling, "rank_and_world", lambda r=rank: (r, 3))
         s = BucketedRandomSampler(d, 8, seed=0)
         shares.append(list(s))
         assert len(shares[-1]) == len(s) == 5  # 13 batches -> 5 each (two repeated)

@@ -37,33 +37,16 @@ the default ``min_decode_ratio=0`` both agree.
 Modules: :mod:`.dynamic` (the public :func:`greedy_search`, :func:`beam_search`, :func:`decode_batch` and the dynamic
 path), :mod:`.cuda_graph` (the shape-static path and its graph cache), :mod:`.sb_adapter` (SpeechBrain's stock
 searchers on the same model, for tests and benchmarks), :mod:`.common` (:class:`Hypothesis`, shared by both paths).
-Everything is re-exported here, including the private names the tests use.
+The public names are re-exported here; the module-level settings of the static path (``_capture_failed``,
+``_CHECK_EVERY_CUDA``, ``_GRAPH_CACHE_SIZE``) live in :mod:`.cuda_graph` and are read and set there.
 """
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
-
-from slukd.models.decoding import cuda_graph
-from slukd.models.decoding.common import MINUS_INF, Hypothesis  # noqa: F401
-from slukd.models.decoding.cuda_graph import (  # noqa: F401 - private names: re-exported for the tests
-    _GRAPH_CACHE,
-    _autocast_state,
-    _graph_key,
-    _resolve_path,
-    _static_search,
-    _StaticSearch,
-    clear_graph_cache,
-)
-from slukd.models.decoding.dynamic import (  # noqa: F401
-    _block_eos_before_min,
-    _step_limits,
-    beam_search,
-    decode_batch,
-    greedy_search,
-)
-from slukd.models.decoding.sb_adapter import StockSearcherAdapter, _OutputLayer, stock_searcher  # noqa: F401
+from slukd.models.decoding.common import Hypothesis
+from slukd.models.decoding.cuda_graph import clear_graph_cache
+from slukd.models.decoding.dynamic import beam_search, decode_batch, greedy_search
+from slukd.models.decoding.sb_adapter import StockSearcherAdapter, stock_searcher
 
 __all__ = [
     "Hypothesis",
@@ -74,31 +57,3 @@ __all__ = [
     "greedy_search",
     "stock_searcher",
 ]
-
-
-def _forwarded(name: str) -> property:
-    """A package attribute that reads and writes the module-level variable ``name`` of :mod:`.cuda_graph`."""
-
-    def get(self: ModuleType) -> object:
-        return getattr(cuda_graph, name)
-
-    def set_(self: ModuleType, value: object) -> None:
-        setattr(cuda_graph, name, value)
-
-    return property(get, set_, doc=f"``cuda_graph.{name}``")
-
-
-class _DecodingPackage(ModuleType):
-    """The package module, whose module-level settings of the static path live in :mod:`.cuda_graph`.
-
-    ``_capture_failed`` (an automatic CUDA graph capture failed: automatic mode stops trying; tests reset it with
-    ``monkeypatch``), ``_CHECK_EVERY_CUDA`` and ``_GRAPH_CACHE_SIZE`` are read and rebound in :mod:`.cuda_graph`; a
-    copy here would go stale, and setting it would not reach the code that reads it.
-    """
-
-    _capture_failed = _forwarded("_capture_failed")
-    _CHECK_EVERY_CUDA = _forwarded("_CHECK_EVERY_CUDA")
-    _GRAPH_CACHE_SIZE = _forwarded("_GRAPH_CACHE_SIZE")
-
-
-sys.modules[__name__].__class__ = _DecodingPackage
