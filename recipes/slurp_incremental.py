@@ -29,14 +29,14 @@ from speechbrain.utils.distributed import if_main_process
 
 from slukd.config import later_task_keys
 from slukd.continual import ContinualRunner, check_plugins
-from slukd.continual.first_task import FirstTaskCache, code_fingerprint
+from slukd.continual.first_task import FirstTaskCache
 from slukd.continual.runner import TaskOrderError
 from slukd.data.audio import set_audio_cache
 from slukd.experiment import main_guard, start_experiment
 from slukd.report import write_run_report
 from slukd.slu import SLUStrategy, label_report, prepare_corpus, prepare_scenario, prepare_tokenizer
 from slukd.utils.model_io import save_model_spec
-from slukd.utils.run import settings_identity
+from slukd.utils.provenance import first_task_key, record_data_identity, step_header
 
 logger = logging.getLogger("slurp_incremental")
 
@@ -79,22 +79,24 @@ def main(argv: list[str]) -> int:
     # the continual-learning methods (plugins; rehearsal is one): sized from the data, state kept per task
     plugins = check_plugins(hparams["continual_methods"] + hparams["extra_continual_methods"])
     for plugin in plugins:
-        plugin.setup({"n_train": len(data.rows["train"]), "seed": hparams["seed"], "out": out})
+        plugin.setup({"n_train": len(data.rows["train"]), "n_classes": len(scenario.classes), "seed": hparams["seed"],
+                      "out": out})  # fmt: skip
 
     # the first task is shared by the rows of a seed (no memory, no teacher yet): trained once, reused by the others;
-    # the settings marked {later} in the hparams cannot change it, nor can the plugins that say so
+    # the settings marked {later} in the hparams cannot change it, nor can the plugins that say so; the key also holds
+    # the code and the data's digest (a corpus made again in the same folder never reuses a stale task 1)
+    if if_main_process():
+        record_data_identity(out)
     cache, key = None, None
     if hparams["first_task_cache"] is not None and scenario.n_tasks > 1:
-        resolved = (out / "hparams_resolved.yaml").read_text(encoding="utf-8")
-        settings = settings_identity(resolved, NOT_IDENTITY | later_task_keys(argv[0]))
-        settings["plugins"] = [repr(p) for p in plugins if p.changes_first_task]
-        settings["code"] = code_fingerprint([__file__])
-        cache, key = FirstTaskCache(hparams["first_task_cache"]), FirstTaskCache.key(settings)
+        plugin_ids = [repr(p) for p in plugins if p.changes_first_task]
+        cache = FirstTaskCache(hparams["first_task_cache"])
+        key = first_task_key(out, NOT_IDENTITY | later_task_keys(argv[0]), __file__, {"plugins": plugin_ids})
 
-    # the continual loop
-    runner = ContinualRunner(out, scenario.n_tasks, plugins, header={"row": hparams["row"], "seed": hparams["seed"]},
-                             first_task_cache=cache, first_task_key=key, report=write_run_report,
-                             seed=hparams["seed"])  # fmt: skip
+    # the continual loop (every step result records the device, the code and the data digest)
+    header = step_header(hparams, run_opts.device, out, __file__)
+    runner = ContinualRunner(out, scenario.n_tasks, plugins, header=header, first_task_cache=cache,
+                             first_task_key=key, report=write_run_report, seed=hparams["seed"])  # fmt: skip
     strategy = SLUStrategy(hparams, run_opts, data, tokenizer, scenario, runner)
     task = hparams["task"]
     if run_opts.test_only:  # evaluate finished tasks again (on the run's test split or on test_data_folder)

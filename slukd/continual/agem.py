@@ -39,8 +39,8 @@ class AGEM(Rehearsal):
     name = "agem"
 
     def __init__(self, selection: str = "random", per_class: int | None = None, fraction: float | None = None,
-                 batch_size: int = 8) -> None:  # fmt: skip
-        super().__init__(selection=selection, per_class=per_class, fraction=fraction, in_training=False)
+                 batch_size: int = 8, rule: str = "fixed_quota") -> None:  # fmt: skip
+        super().__init__(selection=selection, per_class=per_class, fraction=fraction, in_training=False, rule=rule)
         if batch_size < 1:
             raise ValueError(f"AGEM batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)

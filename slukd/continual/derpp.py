@@ -33,8 +33,8 @@ class DERpp(Rehearsal):
     name = "derpp"
 
     def __init__(self, selection: str = "random", per_class: int | None = None, fraction: float | None = None,
-                 alpha: float = 0.5, batch_size: int = 8) -> None:  # fmt: skip
-        super().__init__(selection=selection, per_class=per_class, fraction=fraction, in_training=True)
+                 alpha: float = 0.5, batch_size: int = 8, rule: str = "fixed_quota") -> None:  # fmt: skip
+        super().__init__(selection=selection, per_class=per_class, fraction=fraction, in_training=True, rule=rule)
         if alpha < 0:
             raise ValueError(f"DERpp alpha must be >= 0, got {alpha}")
         self.alpha, self.batch_size = float(alpha), int(batch_size)

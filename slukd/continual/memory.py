@@ -1,11 +1,17 @@
 """Rehearsal memory for class-incremental learning.
 
 The memory stores item IDs per class, each class's list in priority order (the first ``m`` items are the best ``m``
-exemplars), so shrinking a class keeps a prefix. Budget:
+exemplars), so shrinking a class keeps a prefix. Budget (``rule``):
 
-- ``per_class=q``: every class keeps at most ``q`` items (the memory grows with the classes);
-- ``fraction=f`` with ``total_items=N``: a fixed total of ``K = round(f * N)`` items shared equally by the classes
-  seen so far (iCaRL): ``K // n`` per class, the remainder going to the first classes in sorted order.
+- ``fixed_quota`` (the SLU paper's rule, its code's ``fixed_memory``): every class has the same quota from the first
+  task on and keeps it; room reserved for classes not seen yet is never lent to the classes seen so far, so the
+  memory grows by one quota per new class. The quota is ``per_class=q``, or, with ``fraction=f``,
+  ``q = floor(f * N / S)`` for ``N = total_items`` training items and ``S = n_classes`` classes in the corpus (on
+  SLURP: 1% of about 126,000 training items over 18 scenarios = 70 per scenario). After the last task the memory
+  holds ``S * q <= f * N`` items.
+- ``shared_budget`` (iCaRL's rule; needs ``fraction``): a fixed total of ``K = round(f * N)`` items shared equally by
+  the classes seen so far: ``K // n`` per class for ``n`` seen classes, the remainder going to the first classes in
+  sorted order; old classes shrink as new ones arrive.
 
 Selection:
 
@@ -21,10 +27,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,8 +66,12 @@ def herding_order(features: torch.Tensor, k: int | None = None) -> list[int]:
     return chosen
 
 
+#: the budget rules (see the module docstring)
+RULES = ("fixed_quota", "shared_budget")
+
+
 class RehearsalMemory:
-    """Per-class exemplar store (IDs only; the data stays in the manifests)."""
+    """Per-class exemplar store (IDs only; the data stays in the manifests); ``rule``: see the module docstring."""
 
     def __init__(
         self,
@@ -68,42 +80,79 @@ class RehearsalMemory:
         fraction: float | None = None,
         total_items: int | None = None,
         seed: int = 0,
+        rule: str = "fixed_quota",
+        n_classes: int | None = None,
     ) -> None:
         if selection not in ("random", "herding"):
             raise ValueError(f"memory selection must be 'random' or 'herding', got {selection!r}")
+        if rule not in RULES:
+            raise ValueError(f"memory rule must be one of {RULES}, got {rule!r}")
         if (per_class is None) == (fraction is None):
             raise ValueError("give exactly one of per_class (items per class) or fraction (share of the train set)")
         if per_class is not None and per_class < 0:
             raise ValueError(f"per_class must be >= 0, got {per_class}")
+        if rule == "shared_budget" and fraction is None:
+            raise ValueError("the shared_budget memory rule shares a fraction of the train set: give fraction")
         if fraction is not None:
             if not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"fraction must be in [0, 1], got {fraction}")
             if total_items is None or total_items < 0:
                 raise ValueError("fraction needs total_items (the number of training items of all tasks)")
+            if rule == "fixed_quota" and (n_classes is None or n_classes < 1):
+                raise ValueError("the fixed_quota rule with a fraction needs n_classes (the classes of the corpus)")
         self.selection = selection
         self.per_class = per_class
         self.fraction = fraction
         self.total_items = total_items
         self.seed = seed
+        self.rule = rule
+        self.n_classes = n_classes
         self.classes: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ budget
     @property
+    def quota(self) -> int | None:
+        """Items per class under a fixed per-class quota (``per_class``, or ``floor(f * N / S)`` under
+        ``fixed_quota``); ``None`` under ``shared_budget``."""
+        if self.per_class is not None:
+            return self.per_class
+        if self.rule == "shared_budget":
+            return None
+        # floor(f * N / S), with a tolerance so that e.g. 0.01 * 12600 / 18 = 70 is not 69.999...
+        return int(math.floor(self.fraction * self.total_items / self.n_classes + 1e-9))
+
+    @property
     def budget(self) -> int | None:
-        """Total capacity for a fixed-size memory (fraction mode), else ``None``."""
+        """Total capacity: ``round(f * N)`` under ``shared_budget``; ``S * quota`` under ``fixed_quota`` with a
+        fraction (reached once every class is seen); ``None`` for an explicit per-class count."""
         if self.fraction is None:
             return None
-        return int(round(self.fraction * self.total_items))
+        if self.rule == "shared_budget":
+            return int(round(self.fraction * self.total_items))
+        return self.quota * self.n_classes
 
     def quotas(self, classes: Sequence[str]) -> dict[str, int]:
         """Items allowed per class when ``classes`` are stored."""
         names = sorted(classes)
-        if self.per_class is not None:
-            return {c: self.per_class for c in names}
+        q = self.quota
+        if q is not None:
+            return {c: q for c in names}
         if not names:
             return {}
         base, extra = divmod(self.budget, len(names))
         return {c: base + (1 if i < extra else 0) for i, c in enumerate(names)}
+
+    def summary(self) -> dict[str, Any]:
+        """What the memory holds now: ``{"rule", "quota_per_class" (None under shared_budget), "capacity" (total
+        items the rule allows once every class is seen; None for an explicit per-class count), "total",
+        "per_class": {class: items}}``."""
+        return {
+            "rule": "per_class" if self.per_class is not None else self.rule,
+            "quota_per_class": self.quota,
+            "capacity": self.budget,
+            "total": len(self),
+            "per_class": {c: len(v) for c, v in sorted(self.classes.items())},
+        }
 
     # ------------------------------------------------------------------ update
     def update(
@@ -170,6 +219,8 @@ class RehearsalMemory:
             "fraction": self.fraction,
             "total_items": self.total_items,
             "seed": self.seed,
+            "rule": self.rule,
+            "n_classes": self.n_classes,
             "classes": {c: list(v) for c, v in sorted(self.classes.items())},
         }
 
@@ -188,9 +239,12 @@ class RehearsalMemory:
                 fraction=state["fraction"],
                 total_items=state["total_items"],
                 seed=state["seed"],
+                # files written before the rule existed used the shared budget for a fraction
+                rule=state.get("rule", "shared_budget" if state["fraction"] is not None else "fixed_quota"),
+                n_classes=state.get("n_classes"),
             )
             classes = state["classes"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a rehearsal memory file ({err})") from err
         if not isinstance(classes, dict):
             raise ValueError(f"{path}: field 'classes' must map class -> list of IDs")
@@ -198,10 +252,20 @@ class RehearsalMemory:
         return mem
 
 
-def memory_budget(selection: str, per_class: int | None, fraction: float | None, total_items: int, seed: int):
+def memory_budget(
+    selection: str,
+    per_class: int | None,
+    fraction: float | None,
+    total_items: int,
+    seed: int,
+    rule: str = "fixed_quota",
+    n_classes: int | None = None,
+) -> RehearsalMemory | None:
     """The empty memory of a run, or None when ``selection`` is "none". Exactly one of ``per_class`` (items per
     class) and ``fraction`` (share of the training set) must be given: a row that names a memory size (e.g. 5%)
-    must never be silently overridden by the other setting."""
+    must never be silently overridden by the other setting. ``rule``: ``fixed_quota`` (the paper's: a quota per
+    class of ``per_class`` or ``floor(fraction * total_items / n_classes)``) or ``shared_budget`` (``round(fraction
+    * total_items)`` shared by the classes seen so far); see the module docstring."""
     from slukd.config import HparamValueError
 
     if selection == "none":
@@ -212,5 +276,19 @@ def memory_budget(selection: str, per_class: int | None, fraction: float | None,
             f"memory: {given} of memory_per_class ({per_class}) and memory_fraction ({fraction}) given; set exactly "
             "one (e.g. --memory_per_class=8 --memory_fraction=null)"
         )
-    return RehearsalMemory(selection=selection, per_class=per_class, fraction=fraction, total_items=total_items,
-                           seed=seed)  # fmt: skip
+    if rule not in RULES:
+        raise HparamValueError(f"memory_rule: {rule!r} is not one of {', '.join(RULES)}")
+    if rule == "shared_budget" and fraction is None:
+        raise HparamValueError(
+            f"memory_rule: shared_budget shares memory_fraction of the train set, but memory_fraction is null "
+            f"(memory_per_class={per_class}); use memory_rule=fixed_quota with memory_per_class"
+        )
+    mem = RehearsalMemory(selection=selection, per_class=per_class, fraction=fraction, total_items=total_items,
+                          seed=seed, rule=rule, n_classes=n_classes)  # fmt: skip
+    if mem.quota == 0:
+        logger.warning(
+            "memory: the %s rule gives 0 items per class (memory_fraction %s x %d training items / %s classes < 1); "
+            "the memory stays empty",
+            rule, fraction, total_items, n_classes,
+        )  # fmt: skip
+    return mem

@@ -7,7 +7,7 @@ A method is one :class:`ContinualPlugin` subclass, declared in a row YAML::
 The :class:`slukd.continual.ContinualRunner` and the training Brain (:class:`slukd.train.KDBrain`) call its hooks:
 
 ==========================  ==========================================================================================
-``setup(run)``              once per run: ``n_train`` (training items of all tasks), ``seed``, ``out``
+``setup(run)``              once per run: ``n_train`` (training items of all tasks), ``n_classes``, ``seed``, ``out``
 ``reset()``                 before task 1 (fresh state)
 ``restore(folder, t)``      before task t > 1: the state saved after task t-1 (also after a kill and rerun)
 ``before_task(task)``       task t starts: model initialised from task t-1, ``task.teacher`` its frozen copy (or None)
@@ -104,8 +104,8 @@ class ContinualPlugin:
 
     # ------------------------------------------------------------------ state
     def setup(self, run: dict[str, Any]) -> None:
-        """Once per run, before any task: ``run`` has ``n_train`` (training items of all tasks), ``seed`` and
-        ``out`` (the run folder)."""
+        """Once per run, before any task: ``run`` has ``n_train`` (training items of all tasks), ``n_classes``
+        (classes of the corpus), ``seed`` and ``out`` (the run folder)."""
 
     def reset(self) -> None:
         """Fresh state, before task 1."""

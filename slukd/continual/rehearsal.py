@@ -26,6 +26,8 @@ class Rehearsal(ContinualPlugin):
     Args:
         selection: ``none`` | ``random`` | ``herding``.
         per_class / fraction: the budget (exactly one; see :func:`slukd.continual.memory.memory_budget`).
+        rule: ``fixed_quota`` (the paper's: a fixed quota per class, never lent to classes seen earlier) or
+            ``shared_budget`` (``round(fraction * n_train)`` shared by the classes seen so far).
         in_training: the memory items join the training set (False: the memory is kept for another use, e.g. A-GEM's
             reference gradients, by a subclass).
     """
@@ -39,8 +41,9 @@ class Rehearsal(ContinualPlugin):
         per_class: int | None = None,
         fraction: float | None = None,
         in_training: bool = True,
+        rule: str = "fixed_quota",
     ) -> None:
-        self.selection, self.per_class, self.fraction = selection, per_class, fraction
+        self.selection, self.per_class, self.fraction, self.rule = selection, per_class, fraction, rule
         self.in_training = bool(in_training)
         self.memory: RehearsalMemory | None = None
         self._fresh: RehearsalMemory | None = None
@@ -50,9 +53,10 @@ class Rehearsal(ContinualPlugin):
         return self.selection != "none"
 
     def setup(self, run: dict[str, Any]) -> None:
-        """Size the memory from the run (``n_train``: training items of all tasks; ``seed``)."""
+        """Size the memory from the run (``n_train``: training items of all tasks; ``n_classes``: classes of the
+        corpus, for the fixed quota; ``seed``)."""
         self._fresh = memory_budget(self.selection, self.per_class, self.fraction, total_items=run["n_train"],
-                                    seed=run["seed"])  # fmt: skip
+                                    seed=run["seed"], rule=self.rule, n_classes=run.get("n_classes"))  # fmt: skip
         self.reset()
 
     def reset(self) -> None:
@@ -93,5 +97,5 @@ class Rehearsal(ContinualPlugin):
     def summary(self) -> dict[str, Any]:
         if self.memory is None:
             return {}
-        return {"selection": self.memory.selection, "items": len(self.memory),
-                "per_class": {c: len(v) for c, v in sorted(self.memory.classes.items())}}  # fmt: skip
+        # after task t (the runner records it after ``after_task``; after the last task: what that task rehearsed)
+        return {"selection": self.memory.selection, "items": len(self.memory), **self.memory.summary()}

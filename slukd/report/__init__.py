@@ -25,8 +25,10 @@ def cli_main(argv: list[str], prog: str = "slukd report") -> int:
     """``slukd report PATH... [--out DIR]``: the results tables of every run under PATH (both recipes)."""
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Tables of finished runs (mean ± std over seeds; runs differing only in the seed form a row). "
-        "Incomplete and --debug runs are listed apart, never averaged. Both recipes.",
+        description="Tables of finished runs (mean ± std over seeds; runs differing only in the seed form a row; "
+        "paired 95% intervals behind every ranking and claim). Incomplete and --debug runs are listed apart, never "
+        "averaged; runs of different code or data are separate rows. Reads run folders only; writes only to --out. "
+        "Both recipes.",
     )
     p.add_argument("paths", nargs="+", help="run folders, or folders containing run folders")
     p.add_argument("--out", default=None, help="also write table_<kind>.md/.csv (and acc_per_step.png) here")

@@ -3,8 +3,13 @@
 A run folder (written by :mod:`slukd.continual.loop`) holds ``run_info.json`` (identity: row, seed, ...) and one
 ``results/step<t>.json`` per finished step ``t`` (1-based) with the test metrics of every task seen so far::
 
-    {"step": t, "n_steps": T, "per_task": [{"task": j, "n": .., "intent_acc": .., "wer": .., "slu_f1": ..}, ...],
-     "seen": {"n": .., "intent_acc": .., "wer": .., "slu_f1": ..}, "train_wall_s": .., "peak_rss_mb": ..}
+    {"step": t, "n_steps": T, "per_task": [{"task": j, "n": .., "intent_acc": .., "wer": .., "full_wer": ..,
+     "slu_f1": ..}, ...], "seen": {...the same keys...}, "optimizer_steps": .., "continual": {"memory": {...}},
+     "device": {...}, "code": {"fingerprint": .., "files": {..}}, "data_digest": .., "wall_s": .., "peak_rss_mb": ..}
+
+(``wer``: transcript only; ``full_wer``: the whole decoded target, intent, slots and transcript, as the SLU paper's
+WER; ``continual.memory``: the rehearsal memory after task t, what task t+1 rehearses, see
+:meth:`slukd.continual.memory.RehearsalMemory.summary`; the last step has no update after it.)
 
 From them (always recomputed, so a rerun after a kill gives the same report):
 
@@ -49,12 +54,14 @@ ROW_ORDER = [
 COLUMNS = [
     ("Avg Acc", "avg_acc", 100.0),
     ("Last Acc", "last_acc", 100.0),
-    ("Avg WER", "avg_wer", 100.0),
+    ("Avg WER (transcript)", "avg_wer", 100.0),
+    ("Avg WER (full target)", "avg_full_wer", 100.0),
     ("Avg SLU-F1", "avg_slu_f1", 100.0),
     ("Last SLU-F1", "last_slu_f1", 100.0),
     ("BWT", "bwt", 100.0),
     ("Forgetting", "forgetting", 100.0),
     ("Task-1 Acc", "first_task_acc", 100.0),
+    ("Optimiser steps", "optimizer_steps", 1.0),
     ("Wall (s)", "wall_s", 1.0),
 ]
 
@@ -132,6 +139,9 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         info = json.loads(info_path.read_text(encoding="utf-8")).get("identity", {})
     acc = matrix(steps, "intent_acc")
     n_steps = steps[-1].get("n_steps", len(steps))
+    full = [s["seen"].get("full_wer") for s in steps]
+    opt = [s.get("optimizer_steps") for s in steps]
+    codes = [(s.get("code") or {}).get("fingerprint") for s in steps]
     return {
         "run_dir": str(run_dir),
         "row": info.get("row", run_dir.parent.name),
@@ -143,6 +153,16 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "last_acc": steps[-1]["seen"]["intent_acc"],
         "avg_wer": _mean([s["seen"]["wer"] for s in steps]),
         "last_wer": steps[-1]["seen"]["wer"],
+        "avg_full_wer": _mean(full) if None not in full else float("nan"),
+        "last_full_wer": full[-1] if full[-1] is not None else float("nan"),
+        "optimizer_steps": float(sum(opt)) if None not in opt else float("nan"),
+        "optimizer_steps_per_task": opt,
+        "memory_per_task": [(s.get("continual") or {}).get("memory") for s in steps],
+        "code": (steps[-1].get("code") or {}),
+        "code_fingerprints": sorted({c for c in codes if c}),
+        "code_recorded": None not in codes,
+        "device": steps[-1].get("device"),
+        "data": steps[-1].get("data_digest"),
         "avg_slu_f1": _mean([s["seen"]["slu_f1"] for s in steps]),
         "last_slu_f1": steps[-1]["seen"]["slu_f1"],
         "bwt": backward_transfer(acc),
@@ -172,29 +192,28 @@ def _matrix_md(m: Sequence[Sequence[float | None]], scale: float) -> str:
 
 
 def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[str, Any]:
-    """Write ``report.csv``, ``report.md``, ``matrix_{acc,wer,slu_f1}.csv`` and the figures into the run folder
-    (atomically, overwriting). Returns the summary."""
+    """Write ``report.csv``, ``report.md``, ``matrix_{intent_acc,wer,full_wer,slu_f1}.csv`` (pandas; percent) and
+    the figures into the run folder (atomically, overwriting): the run's own report, written when it finishes.
+    Returns the summary."""
     run_dir = Path(run_dir)
     summary = summarise_run(run_dir)
     steps = load_steps(run_dir)
-    mats = {k: matrix(steps, k) for k in ("intent_acc", "wer", "slu_f1")}
+    mats = {k: matrix(steps, k) for k in ("intent_acc", "wer", "full_wer", "slu_f1")}
     # one unit in every CSV: metrics in percent (columns named *_pct), times in seconds
-    pct_keys = [k for _, k, scale in COLUMNS if scale == 100.0] + ["last_wer"]
-    plain = ["wall_s", "steps_done", "n_steps", "peak_rss_mb", "valid_scope", "first_task_reused"]
+    pct_keys = [k for _, k, scale in COLUMNS if scale == 100.0] + ["last_wer", "last_full_wer"]
+    plain = ["optimizer_steps", "wall_s", "steps_done", "n_steps", "peak_rss_mb", "valid_scope", "first_task_reused"]
+    import pandas as pd
+
     header = ["row", "seed"] + [f"{k}_pct" for k in pct_keys] + plain + ["skipped"]
     values = [summary["row"], summary["seed"]] + [_pct(summary[k]) for k in pct_keys]
     values += [summary[k] for k in plain] + [sum(summary["skipped"].values())]
-    atomic_write_text(run_dir / "report.csv", ",".join(header) + "\n" + ",".join(str(v) for v in values) + "\n")
+    atomic_write_text(run_dir / "report.csv", pd.DataFrame([values], columns=header).to_csv(index=False))
     for k, m in mats.items():
-        atomic_write_text(
-            run_dir / f"matrix_{k}.csv",
-            "step,"
-            + ",".join(f"task{j + 1}_pct" for j in range(len(m[0])))
-            + "\n"
-            + "".join(
-                f"{i + 1}," + ",".join("" if v is None else f"{_pct(v)}" for v in row) + "\n" for i, row in enumerate(m)
-            ),  # fmt: skip
+        frame = pd.DataFrame(
+            [[_pct(v) for v in row] for row in m], columns=[f"task{j + 1}_pct" for j in range(len(m[0]))]
         )
+        frame.insert(0, "step", range(1, len(m) + 1))
+        atomic_write_text(run_dir / f"matrix_{k}.csv", frame.to_csv(index=False))
     md = [
         f"# Run report: {summary['row']} (seed {summary['seed']})",
         "",
@@ -214,15 +233,60 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
         "",
         _matrix_md(mats["wer"], 100.0),
         "",
+        "## WER (%, full target: intent, slots and transcript) per (step, task)",
+        "",
+        _matrix_md(mats["full_wer"], 100.0),
+        "",
         "## SLU-F1 (%) per (step, task)",
         "",
         _matrix_md(mats["slu_f1"], 100.0),
         "",
+        *_memory_md(summary),
+        *_provenance_md(summary),
     ]
     atomic_write_text(run_dir / "report.md", "\n".join(md))
     if figures:
         _run_figures(run_dir, summary, mats["intent_acc"])
     return summary
+
+
+def _memory_md(summary: dict[str, Any]) -> list[str]:
+    """Markdown: the rehearsal memory after each task (rule, quota, items in all and per scenario; what the next
+    task rehearses) and the task's optimiser steps."""
+    lines = ["## Memory after each task and optimiser steps", ""]
+    mems = summary["memory_per_task"]
+    if all(m is None for m in mems):
+        lines += ["No rehearsal memory in any task (or none recorded by the code that made this run).", ""]
+    lines += ["| task | rule | quota per scenario | items after the task | per scenario | optimiser steps |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    last = summary["n_steps"] - 1
+    for t, (m, n) in enumerate(zip(mems, summary["optimizer_steps_per_task"])):
+        steps = "-" if n is None else str(n)
+        if m is None or t == last:  # no memory, or the last task (no update after it)
+            lines.append(f"| {t + 1} | - | - | - | - | {steps} |")
+            continue
+        quota = "-" if m.get("quota_per_class") is None else str(m["quota_per_class"])
+        per = ", ".join(f"{c} {k}" for c, k in m.get("per_class", {}).items()) or "-"
+        lines.append(f"| {t + 1} | {m.get('rule')} | {quota} | {m.get('total')} | {per} | {steps} |")
+    return [*lines, ""]
+
+
+def _provenance_md(summary: dict[str, Any]) -> list[str]:
+    """Markdown: device, code version and fingerprint, data digest."""
+    code, dev = summary.get("code") or {}, summary.get("device") or {}
+    lines = ["## Provenance", ""]
+    lines.append(f"- Device: {dev.get('device', 'not recorded')} ({dev.get('name', '?')}, {dev.get('cpus', '?')} CPUs)."
+                 if dev else "- Device: not recorded.")  # fmt: skip
+    if code:
+        versions = f"slukd {code.get('slukd')}, torch {code.get('torch')}, SpeechBrain {code.get('speechbrain')}"
+        lines.append(f"- Code: {versions}; result-affecting code fingerprint {code.get('fingerprint')}.")
+    else:
+        lines.append("- Code: not recorded.")
+    if len(summary.get("code_fingerprints", [])) > 1:
+        shown = ", ".join(summary["code_fingerprints"])
+        lines.append(f"- Warning: the steps of this run were made by different code ({shown}).")
+    lines.append(f"- Data digest: {summary.get('data') or 'not recorded'}.")
+    return [*lines, ""]
 
 
 def _pct(x: float | None) -> float | None:
@@ -284,11 +348,11 @@ def _run_figures(run_dir: Path, summary: dict[str, Any], acc: list[list[float | 
     steps = list(range(1, len(summary["acc_per_step"]) + 1))
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot(steps, [100 * a for a in summary["acc_per_step"]], marker="o")
-    ax.set_xlabel("step (task)")
+    ax.set_xlabel("after task")
     ax.set_ylabel("intent accuracy on seen tasks (%)")
     ax.set_xticks(steps)
     ax.set_ylim(0, 100)
-    ax.set_title(f"{summary['row']} seed {summary['seed']}")
+    ax.set_title(f"Intent accuracy after each task: {summary['row']}, seed {summary['seed']}", fontsize=9)
     _save_fig(fig, run_dir / "acc_per_step.png")
     plt.close(fig)
 
@@ -300,9 +364,9 @@ def _run_figures(run_dir: Path, summary: dict[str, Any], acc: list[list[float | 
         for j, v in enumerate(row):
             if not math.isnan(v):
                 ax.text(j, i, f"{v:.0f}", ha="center", va="center", color="w" if v < 60 else "k", fontsize=8)
-    ax.set_xticks(range(n), [f"T{j + 1}" for j in range(n)])
-    ax.set_yticks(range(len(acc)), [f"after {i + 1}" for i in range(len(acc))])
-    ax.set_title("intent accuracy (%)")
+    ax.set_xticks(range(n), [f"task {j + 1}" for j in range(n)])
+    ax.set_yticks(range(len(acc)), [f"after task {i + 1}" for i in range(len(acc))])
+    ax.set_title("Intent accuracy (%) per task after each task", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     _save_fig(fig, run_dir / "acc_matrix.png")
     plt.close(fig)

@@ -2,7 +2,8 @@
 
 A line of the log looks like ``task: 2, epoch: 3, lr: 1.00e-03 - train loss: 2.49, train kd_seq: 1.95 - valid loss:
 4.26, valid intent_acc: 0.55``. :func:`read_train_log` returns one dict per epoch; :func:`plot_train_log` draws the
-train and validation losses (and every KD term) on the left and the validation metrics on the right.
+train and validation losses, the supervised loss (``train sup``) and every KD term on the left and the validation
+metrics in percent (intent accuracy, CIDEr-D x 100) on the right, with integer epoch ticks and a title.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def read_train_log(path: str | os.PathLike) -> list[dict[str, float]]:
     return records
 
 
-def plot_train_log(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Path | None:
+def plot_train_log(log_path: str | os.PathLike, png_path: str | os.PathLike, title: str | None = None) -> Path | None:
     """Draw the curves of ``log_path`` into ``png_path`` (atomically); None (and a logged warning) when the log
     is missing or has no epoch (a figure never stops a run)."""
     try:
@@ -56,20 +57,28 @@ def plot_train_log(log_path: str | os.PathLike, png_path: str | os.PathLike) -> 
         from slukd.report.continual import _save_fig
 
         epochs = [r["epoch"] for r in records]
-        losses = sorted({k for r in records for k in r if k.endswith("loss") or " kd_" in k or " ao_" in k})
+        from matplotlib.ticker import MaxNLocator
+
+        losses = sorted({k for r in records for k in r
+                         if k.endswith("loss") or k == "train sup" or " kd_" in k or " ao_" in k})  # fmt: skip
         metrics = sorted({k for r in records for k in r if k.startswith("valid ") and not k.endswith("loss")})
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for k in losses:
-            axes[0].plot(epochs, [r.get(k, float("nan")) for r in records], marker=".", label=k)
-        axes[0].set_xlabel("epoch")
+            label = "train supervised loss" if k == "train sup" else k
+            axes[0].plot(epochs, [r.get(k, float("nan")) for r in records], marker=".", label=label)
         axes[0].set_ylabel("loss")
+        axes[0].set_title("losses")
         axes[0].legend(fontsize=6)
         for k in metrics:
-            axes[1].plot(epochs, [r.get(k, float("nan")) for r in records], marker="o", label=k)
-        axes[1].set_xlabel("epoch")
-        axes[1].set_ylabel("validation")
+            axes[1].plot(epochs, [100 * r.get(k, float("nan")) for r in records], marker="o", label=k)
+        axes[1].set_ylabel("validation (%)")
+        axes[1].set_title("validation")
         if metrics:
             axes[1].legend(fontsize=6)
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        fig.suptitle(title or Path(log_path).parent.name, fontsize=9)
         fig.tight_layout()
         _save_fig(fig, Path(png_path))
         plt.close(fig)

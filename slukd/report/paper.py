@@ -1,11 +1,15 @@
 """The SLU paper's table and claims beside a table of runs (``slukd report PATH... --paper slurp3|slurp6``).
 
 The reference numbers are Cappellazzo et al. (Interspeech 2023), real SLURP with a fine-tuned wav2vec2 encoder and
-1% memory (70 recordings per scenario). A table of runs is compared with them row by row, and each of the paper's
-claims is checked on the runs' Avg Acc (mean over seeds) with one of three verdicts:
+1% memory as a fixed quota per scenario (1260 items, 70 per scenario; slukd's ``memory_rule: fixed_quota``). The
+paper's WER is over the whole decoded target (intent, slots and transcript), so it is compared with the runs'
+full-target WER; the transcript-only WER is shown beside it.
 
-- ``holds`` / ``does not hold``: the difference the claim is about exceeds the larger sample std of the rows;
-- ``within spread``: it does not, so the runs cannot rank the rows (said instead of a verdict).
+Each claim is checked with the statistics of :mod:`slukd.report.stats` on the runs' per-seed values: continual rows
+of one split are paired by seed (they share task 1), the joint row enters through Welch's interval. A claim
+``holds`` only when every 95% interval it rests on lies on the claimed side of 0, ``does not hold`` when one lies
+wholly on the other side, and is otherwise ``not shown with n seeds``. Only rows of the requested split (and the
+joint row) enter; a row name that still has several settings groups is reported as ambiguous, never picked.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from slukd.report.stats import Diff, verdict
 
 __all__ = ["PAPER_SLU", "check_claims", "format_paper_section"]
 
@@ -39,104 +45,105 @@ PAPER_SLU: dict[str, dict[str, tuple[float | None, ...]]] = {
     },
 }
 
-Row = Mapping[str, Any]  # an aggregated table row: "n", "avg_acc": (mean, std), ...
+Row = Mapping[str, Any]  # an aggregated table row: "n", "kind", "split", "per_seed", "avg_acc": (mean, std), ...
 
 
-def _ms(rows: Mapping[str, Row], name: str, key: str = "avg_acc") -> tuple[float, float] | None:
-    r = rows.get(name)
-    if r is None or math.isnan(r[key][0]):
-        return None
-    return r[key]
+def _present(rows: Mapping[str, Row], *names: str) -> str | None:
+    """Why a claim cannot be checked ("not run ..." / "ambiguous ..."), or None when every row is there once."""
+    missing = [n for n in names if n not in rows]
+    if missing:
+        return f"not run ({', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no finished runs)"
+    amb = [n for n in names if rows[n].get("ambiguous")]
+    if amb:
+        return (f"not checked ({', '.join(amb)}: one row name with several settings groups: "
+                f"{'; '.join(rows[amb[0]]['ambiguous'])})")  # fmt: skip
+    return None
 
 
-def _gain(rows: Mapping[str, Row], row: str, base: str) -> tuple[float, float] | None:
-    a, b = _ms(rows, row), _ms(rows, base)
-    if a is None or b is None:
-        return None
-    return a[0] - b[0], max(a[1], b[1])
+def _diff(rows: Mapping[str, Row], a: str, b: str, key: str = "avg_acc") -> Diff:
+    from slukd.report.table import difference
+
+    return difference(rows[a], rows[b], key)
 
 
-def _compare(rows: Mapping[str, Row], a: str, b: str, what: str) -> str:
-    """Verdict on 'mean(a) > mean(b)' for Avg Acc, with the numbers."""
-    g = _gain(rows, a, b)
-    if g is None:
-        return f"not run ({a if _ms(rows, a) is None else b} has no finished runs)"
-    (diff, spread), ma, mb = g, _ms(rows, a), _ms(rows, b)
-    nums = f"{a} {ma[0]:.2f} ± {ma[1]:.2f} vs {b} {mb[0]:.2f} ± {mb[1]:.2f}"  # type: ignore[index]
-    if abs(diff) <= spread:
-        return f"within spread: {nums} (difference {diff:+.2f} ≤ std {spread:.2f}); {what} cannot be ranked here"
-    return f"{'holds' if diff > 0 else 'does not hold'}: {nums} ({diff:+.2f})"
-
-
-def _extreme(rows: Mapping[str, Row], target: str, others: Sequence[str], key: str, lowest: bool) -> str:
-    mt = _ms(rows, target, key)
-    present = [o for o in others if o != target and _ms(rows, o, key) is not None]
-    if mt is None or not present:
-        return f"not run ({target} or its comparison rows have no finished runs)"
-    sign = 1 if lowest else -1
-    nearest = min(present, key=lambda o: sign * _ms(rows, o, key)[0])  # type: ignore[index]
-    mo = _ms(rows, nearest, key)
-    assert mo is not None
-    gap = sign * (mo[0] - mt[0])
-    spread = max(mt[1], mo[1])
-    word = "lowest" if lowest else "highest"
-    nums = f"{target} {mt[0]:.2f} ± {mt[1]:.2f}; next: {nearest} {mo[0]:.2f} ± {mo[1]:.2f}"
-    if abs(gap) <= spread:
-        return f"within spread: {nums} (gap {gap:.2f} ≤ std {spread:.2f})"
-    return f"{'holds' if gap > 0 else 'does not hold'} ({target} {'is' if gap > 0 else 'is not'} the {word}): {nums}"
+def _all(diffs: Sequence[tuple[str, Diff]], direction: int = 1) -> str:
+    """One verdict from several intervals that must all hold: holds if all hold, does not hold if one is wholly on
+    the other side, else not shown (naming the intervals that are not)."""
+    verdicts = [(name, d, verdict(d, direction)) for name, d in diffs]
+    text = "; ".join(f"{name} {d.text()}" for name, d, _ in verdicts)
+    if all(v == "holds" for _, _, v in verdicts):
+        return f"holds: {text}"
+    against = [name for name, _, v in verdicts if v == "does not hold"]
+    if against:
+        return f"does not hold ({', '.join(against)} on the other side of 0): {text}"
+    n = min(min(d.n) for _, d in diffs)
+    return f"not shown with {n} seed{'s' if n != 1 else ''}: {text}"
 
 
 def check_claims(rows: Mapping[str, Row], split: str) -> list[tuple[str, str]]:
-    """The paper's claims, each as (claim, verdict with numbers), on Avg Acc of ``rows`` (row name -> aggregate).
+    """The paper's claims, each as (claim, verdict with the differences, their 95% intervals and p-values), on
+    ``rows`` (row name -> aggregate with per-seed values; Avg Acc unless stated).
 
-    "Recovers most": rehearsal closes more than half of the gap between fine-tuning and joint,
-    (A_reh - A_ft) / (A_joint - A_ft) > 0.5 (paper: 0.64 on SLURP-3). "Adds little": a KD row's gain over the
-    herding baseline is below a third of seq-KD's gain (paper SLURP-3: +0.65 and +0.30 vs +4.63)."""
-    paper_rows = ["finetune", "rehearsal_random", "rehearsal_herding", "audio_kd", "tok_kd", "seq_kd"]
-    continual = [n for n in rows if n != "joint"]
+    - fine-tuning forgets most: Last Acc of every other continual row − fine-tuning > 0;
+    - rehearsal recovers most: (A_herding − A_ft) − 0.5 (A_joint − A_ft) > 0, i.e. more than half of the gap to
+      joint closed; per seed ``u = A_herding − 0.5 A_ft`` against ``0.5 A_joint`` (Welch);
+    - herding ≥ random: herding − random > 0;
+    - seq-KD adds most: seq-KD − audio-KD > 0 and seq-KD − tok-KD > 0 (same baseline, so the gains compare);
+    - audio-KD and tok-KD add little: per seed ``(A_seq − A_herding) / 3 − (A_k − A_herding) > 0`` for both k;
+    - SLURP-6: audio+seq-KD − every other paper row > 0;
+    - 5% > 1% memory: rehearsal_5pct − rehearsal_random > 0."""
+    from slukd.report.stats import paired, welch
+
     out: list[tuple[str, str]] = []
-    out.append(("fine-tuning forgets most (lowest Last Acc)", _extreme(rows, "finetune", continual, "last_acc", True)))
-    ft, reh, joint = _ms(rows, "finetune"), _ms(rows, "rehearsal_herding"), _ms(rows, "joint")
-    if ft is None or reh is None or joint is None:
-        verdict = "not run (finetune, rehearsal_herding or joint has no finished runs)"
-    else:
-        frac = (reh[0] - ft[0]) / max(joint[0] - ft[0], 1e-9)
-        spread = max(ft[1], reh[1])
-        nums = (f"rehearsal_herding {reh[0]:.2f} ± {reh[1]:.2f}, finetune {ft[0]:.2f} ± {ft[1]:.2f}, joint "
-                f"{joint[0]:.2f}: {100 * frac:.0f}% of the gap closed")  # fmt: skip
-        if reh[0] - ft[0] <= spread:
-            verdict = f"does not hold: {nums} (rehearsal's gain is within the spread {spread:.2f})"
-        else:
-            verdict = f"{'holds' if frac > 0.5 else 'does not hold'}: {nums}"
-    out.append(("rehearsal recovers most of what fine-tuning loses (> 50% of the gap to joint)", verdict))
-    herding = _compare(rows, "rehearsal_herding", "rehearsal_random", "herding vs random")
-    out.append(("herding ≥ random memory", herding))
-    gains = {k: _gain(rows, k, "rehearsal_herding") for k in ("audio_kd", "tok_kd", "seq_kd")}
-    if any(g is None for g in gains.values()):
-        verdict = "not run (audio_kd, tok_kd, seq_kd or rehearsal_herding has no finished runs)"
-        little = verdict
-    else:
-        text = ", ".join(f"{k} {g[0]:+.2f} (std {g[1]:.2f})" for k, g in gains.items())  # type: ignore[index]
-        best = max(gains, key=lambda k: gains[k][0])  # type: ignore[index]
-        others = [k for k in gains if k != best]
-        margin = min(gains[best][0] - gains[k][0] for k in others)  # type: ignore[index]
-        spread = max(g[1] for g in gains.values())  # type: ignore[index]
-        if margin <= spread:
-            verdict = f"within spread: gains over rehearsal_herding {text}; the largest ({best}) leads by {margin:.2f}"
-        else:
-            verdict = f"{'holds' if best == 'seq_kd' else 'does not hold'}: gains over rehearsal_herding {text}"
-        sg = gains["seq_kd"][0]  # type: ignore[index]
-        small = [k for k in ("audio_kd", "tok_kd") if gains[k][0] < sg / 3]  # type: ignore[index]
-        little = (f"{'holds' if len(small) == 2 and sg > 0 else 'does not hold'}: gains {text} "
-                  f"(a third of seq-KD's gain is {sg / 3:+.2f})")  # fmt: skip
-    out.append(("seq-KD adds most on top of rehearsal (largest gain over rehearsal_herding)", verdict))
-    out.append(("audio-KD and tok-KD add little (< 1/3 of seq-KD's gain)", little))
+    continual = [n for n, r in rows.items() if n != "joint" and r.get("split") != "joint"]
+    claim = "fine-tuning forgets most (lowest Last Acc)"
+    others = [n for n in continual if n != "finetune"]
+    why = _present(rows, "finetune", *others) if others else "not run (no continual row besides finetune)"
+    out.append((claim, why or _all([(f"{o} − finetune", _diff(rows, o, "finetune", "last_acc")) for o in others])))
+
+    claim = "rehearsal recovers most of what fine-tuning loses (> 50% of the gap to joint)"
+    why = _present(rows, "finetune", "rehearsal_herding", "joint")
+    if why is None:
+        ft, reh = rows["finetune"]["per_seed"]["avg_acc"], rows["rehearsal_herding"]["per_seed"]["avg_acc"]
+        joint = list(rows["joint"]["per_seed"]["avg_acc"].values())
+        u = [reh[s] - 0.5 * ft[s] for s in sorted(set(ft) & set(reh), key=str)]
+        d = welch(u, [0.5 * j for j in joint])
+        frac = (rows["rehearsal_herding"]["avg_acc"][0] - rows["finetune"]["avg_acc"][0]) / max(
+            rows["joint"]["avg_acc"][0] - rows["finetune"]["avg_acc"][0], 1e-9)  # fmt: skip
+        v = verdict(d)
+        why = f"{v}: {100 * frac:.0f}% of the gap closed; margin over half the gap {d.text()}"
+    out.append((claim, why))
+
+    claim = "herding ≥ random memory"
+    why = _present(rows, "rehearsal_herding", "rehearsal_random")
+    out.append((claim, why or _all([("herding − random", _diff(rows, "rehearsal_herding", "rehearsal_random"))])))
+
+    claim = "seq-KD adds most on top of rehearsal (largest gain over rehearsal_herding)"
+    why = _present(rows, "seq_kd", "audio_kd", "tok_kd", "rehearsal_herding")
+    out.append((claim, why or _all([(f"seq_kd − {k}", _diff(rows, "seq_kd", k)) for k in ("audio_kd", "tok_kd")])))
+
+    claim = "audio-KD and tok-KD add little (< 1/3 of seq-KD's gain)"
+    if why is None:
+        h, sq = rows["rehearsal_herding"]["per_seed"]["avg_acc"], rows["seq_kd"]["per_seed"]["avg_acc"]
+        diffs = []
+        for k in ("audio_kd", "tok_kd"):
+            a = rows[k]["per_seed"]["avg_acc"]
+            seeds = sorted(set(h) & set(sq) & set(a), key=str)
+            w = {s: (sq[s] - h[s]) / 3 - (a[s] - h[s]) for s in seeds}
+            diffs.append((f"seq_kd gain / 3 − {k} gain", paired(w, dict.fromkeys(seeds, 0.0))))
+        why = _all(diffs)
+    out.append((claim, why))
+
     if split == "slurp6":
-        cands = paper_rows + ["audio_seq_kd"]
-        out.append(("audio+seq KD is the best of the paper's rows on SLURP-6",
-                    _extreme(rows, "audio_seq_kd", cands, "avg_acc", False)))  # fmt: skip
-    out.append(("5% memory > 1% memory (random exemplars)", _compare(rows, "rehearsal_5pct", "rehearsal_random",
-                                                                     "5% vs 1%")))  # fmt: skip
+        claim = "audio+seq KD is the best of the paper's rows on SLURP-6"
+        paper_rows = ["finetune", "rehearsal_random", "rehearsal_herding", "audio_kd", "tok_kd", "seq_kd"]
+        present = [n for n in paper_rows if n in rows]
+        why = _present(rows, "audio_seq_kd", *present) if present else "not run (no paper row)"
+        out.append((claim, why or _all([(f"audio_seq_kd − {o}", _diff(rows, "audio_seq_kd", o)) for o in present])))
+
+    claim = "5% memory > 1% memory (random exemplars)"
+    why = _present(rows, "rehearsal_5pct", "rehearsal_random")
+    out.append((claim, why or _all([("5% − 1%", _diff(rows, "rehearsal_5pct", "rehearsal_random"))])))
     return out
 
 
@@ -144,28 +151,54 @@ def _fmt(m: float | None) -> str:
     return "-" if m is None or (isinstance(m, float) and math.isnan(m)) else f"{m:.2f}"
 
 
+def _by_name(agg_rows: Sequence[Row], split: str) -> dict[str, Row]:
+    """Rows of ``split`` (and the joint row) by name; a name with several settings groups is marked ambiguous."""
+    groups: dict[str, list[Row]] = {}
+    for r in agg_rows:
+        if r["kind"] == "continual" and r.get("split") in (None, split, "joint"):
+            groups.setdefault(r["row"], []).append(r)
+    out: dict[str, Row] = {}
+    for name, rs in groups.items():
+        out[name] = rs[0] if len(rs) == 1 else {**rs[0], "ambiguous": [r["label"] for r in rs]}
+    return out
+
+
 def format_paper_section(agg_rows: Sequence[Row], split: str) -> str:
-    """Markdown: the runs' Avg/Last Acc, Avg WER, Avg SLU-F1 beside the paper's, then the claims with verdicts."""
+    """Markdown: the runs' Avg/Last Acc, WERs, Avg SLU-F1 beside the paper's, then the claims with verdicts."""
     if split not in PAPER_SLU:
         raise ValueError(f"--paper must be one of {sorted(PAPER_SLU)}, got {split!r}")
-    rows = {r["row"]: r for r in agg_rows if r["kind"] == "continual"}
+    rows = _by_name(agg_rows, split)
     paper = PAPER_SLU[split]
-    keys = ("avg_acc", "last_acc", "avg_wer", "avg_slu_f1")
+    shown = [r for r in agg_rows if r["kind"] == "continual" and r.get("split") in (None, split, "joint")]
     lines = [f"### Beside the paper ({split.upper().replace('SLURP', 'SLURP-')}; paper: real SLURP, wav2vec2, "
-             "1% = 70 recordings per scenario)", "",
-             "| method | runs | Avg Acc | paper | Last Acc | paper | Avg WER | paper | SLU-F1 | paper |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name, r in rows.items():
-        p = paper.get(name, (None, None, None, None))
+             "1% memory = 70 recordings per scenario, a fixed quota)", "",
+             "WER (full target): intent, slots and transcript against the gold target, the paper's WER; WER "
+             "(transcript): the transcript part only, which the paper does not report.", "",
+             "| method | runs | Avg Acc | paper | Last Acc | paper | Avg WER (full target) | paper | "
+             "Avg WER (transcript) | SLU-F1 | paper | Optimiser steps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in shown:
+        p = paper.get(r["row"], (None, None, None, None))
         cells = []
-        for k, pv in zip(keys, p):
-            m, sd = r[k]
-            cells += [f"{m:.2f} ± {sd:.2f}" if r["n"] > 1 and not math.isnan(m) else _fmt(m), _fmt(pv)]
+        for k, pv in (("avg_acc", p[0]), ("last_acc", p[1]), ("avg_full_wer", p[2]), ("avg_wer", "-"),
+                      ("avg_slu_f1", p[3]), ("optimizer_steps", "-")):  # fmt: skip
+            m, sd = r.get(k, (float("nan"), float("nan")))
+            d = 0 if k == "optimizer_steps" else 2
+            cells.append(f"{m:.{d}f} ± {sd:.{d}f}" if r["n"] > 1 and not math.isnan(m) else
+                         ("-" if math.isnan(m) else f"{m:.{d}f}"))  # fmt: skip
+            if pv != "-":
+                cells.append(_fmt(pv))
         lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(cells) + " |")
-    lines += ["", "The paper's claims on these runs (Avg Acc unless stated; 'within spread' = the difference is not "
-              "larger than the larger per-seed std, so the rows are not ranked):", ""]  # fmt: skip
-    lines += [f"- {claim}: {verdict}" for claim, verdict in check_claims(rows, split)]
+    lines += ["", "The paper's claims on these runs (Avg Acc unless stated; differences with their 95% interval and "
+              "p-value, paired by seed between continual rows, Welch against the joint row; a claim holds only when "
+              "its intervals exclude 0 on the claimed side):", ""]  # fmt: skip
+    claims = check_claims(rows, split)
+    answerable = [(c, v) for c, v in claims if not v.startswith("not run")]
+    lines += [f"- {claim}: {verdict}" for claim, verdict in answerable]
+    if len(answerable) < len(claims):
+        lines += ["", f"({len(claims) - len(answerable)} of the paper's claims need rows not run here and are left "
+                  "out.)"]  # fmt: skip
     if rows and min(r["n"] for r in rows.values()) < 2:
-        lines += ["", "Some rows have a single seed: their std is 0 and says nothing about the spread; run more seeds "
-                  "before reading a verdict."]  # fmt: skip
+        lines += ["", "Some rows have a single seed: they have no interval, and no claim resting on them can be "
+                  "shown; run more seeds."]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -8,10 +8,15 @@ differ only in the seed. Rules:
 - one row name with different settings: separate table rows, labelled, with a warning naming the differing keys;
 - incomplete runs (a continual run with unfinished tasks, a captioning run without ``results.json``) and shortened
   runs (SpeechBrain ``--debug``) never enter a mean: they are listed apart with how far they got;
-- every metric is in percent (CIDEr-D, SPIDEr, BLEU, METEOR, ROUGE-L and accuracies x 100; WER in percent); times
-  in seconds or minutes, as their column says;
-- rows whose means differ by less than the larger of their standard deviations are listed under "within spread"
-  instead of being ranked.
+- every metric is in percent (CIDEr-D, SPIDEr, BLEU, METEOR, ROUGE-L and accuracies x 100; both WERs in percent:
+  transcript only and full target); times in seconds or minutes, optimiser steps per run, as their column says;
+- runs made with different result-affecting code (the code fingerprint of their step results) or on different data
+  (the data digest) are never averaged together: they form separate rows, labelled with the files (or data) that
+  differ; a run whose own steps were made by different code is listed apart;
+- neighbouring rows (ranked by the main metric) are compared with the statistics of :mod:`slukd.report.stats`:
+  paired by seed for continual rows of one split (they share task 1 within a seed), Welch otherwise (joint against
+  continual rows, captioning rows); pairs whose 95% interval includes 0 are listed as not ranked;
+- reading never writes: ``slukd report`` leaves every run folder as it is and writes only where ``--out`` says.
 """
 
 from __future__ import annotations
@@ -40,12 +45,14 @@ COLUMNS = {
     "continual": [
         ("Avg Acc", "avg_acc", "%"),
         ("Last Acc", "last_acc", "%"),
-        ("Avg WER", "avg_wer", "%"),
+        ("Avg WER (transcript)", "avg_wer", "%"),
+        ("Avg WER (full target)", "avg_full_wer", "%"),
         ("Avg SLU-F1", "avg_slu_f1", "%"),
         ("Last SLU-F1", "last_slu_f1", "%"),
         ("BWT", "bwt", "%"),
         ("Forgetting", "forgetting", "%"),
         ("Task-1 Acc", "first_task_acc", "%"),
+        ("Optimiser steps", "optimizer_steps", "steps"),
         ("Wall", "wall_s", "s"),
     ],
     "captioning": [
@@ -56,6 +63,7 @@ COLUMNS = {
         ("ROUGE-L", "ROUGE_L", "%"),
         ("SPIDEr", "SPIDEr", "%"),
         ("Params", "params_M", "M"),
+        ("Optimiser steps", "steps", "steps"),
         ("Train", "train_minutes", "min"),
     ],
 }
@@ -116,24 +124,38 @@ def _captioning_summary(run: Path, teacher_cache: dict[str, float | None]) -> tu
     m["vs_teacher"] = 100.0 * test["CIDEr_D"] / t if t else None
     m["params_M"] = r.get("params", 0) / 1e6
     m["train_minutes"] = r.get("train_minutes")
+    m["steps"] = r.get("steps")
     notes = {"kd": r.get("kd"), "captioned_fraction": r.get("captioned_fraction"), "audio_only": r.get("audio_only"),
              "tokenizer": test.get("tokenizer"), "role": r.get("role")}  # fmt: skip
     return True, "finished", {**m, "notes": notes}
 
 
 def _continual_summary(run: Path) -> tuple[bool, str, dict[str, Any]]:
-    from slukd.report.continual import write_run_report
+    """Read (never write) a continual run's step results: completeness, progress and metrics in percent."""
+    from slukd.report.continual import summarise_run
 
     if not any((run / "results").glob("step*.json")):
         return False, "no task finished", {}
-    s = write_run_report(run, figures=True)
+    s = summarise_run(run)
     pct = {k: 100.0 * s[k] if s[k] is not None and not math.isnan(s[k]) else None
            for _, k, u in COLUMNS["continual"] if u == "%"}  # fmt: skip
+    opt = s["optimizer_steps"]
     m = {**pct, "wall_s": s["wall_s"], "last_wer": 100.0 * s["last_wer"],
+         "optimizer_steps": None if math.isnan(opt) else opt,
          "acc_per_step": [100.0 * a for a in s["acc_per_step"]],
+         "code": s["code"], "data": s["data"], "device": s["device"],
          "notes": {"valid_scope": s.get("valid_scope"), "first_task_reused": s.get("first_task_reused"),
-                   "skipped": sum(s.get("skipped", {}).values())}}  # fmt: skip
+                   "skipped": sum(s.get("skipped", {}).values()),
+                   "memory_after_task1": _task1_memory(s["memory_per_task"])}}  # fmt: skip
+    if len(s["code_fingerprints"]) > 1:
+        return False, f"its steps were made by different code ({', '.join(s['code_fingerprints'])})", m
     return bool(s["complete"]), f"{s['steps_done']}/{s['n_steps']} tasks", m
+
+
+def _task1_memory(mems: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The memory after task 1 (what task 2 rehearses): rule, quota and items."""
+    m = mems[0] if mems else None
+    return None if m is None else {"rule": m.get("rule"), "quota": m.get("quota_per_class"), "total": m.get("total")}
 
 
 def summarise(run: str | os.PathLike, teacher_cache: dict[str, float | None] | None = None) -> dict[str, Any]:
@@ -150,13 +172,19 @@ def summarise(run: str | os.PathLike, teacher_cache: dict[str, float | None] | N
         complete, progress, metrics = _captioning_summary(run, {} if teacher_cache is None else teacher_cache)
     else:
         complete, progress, metrics = _continual_summary(run)
-    blob = json.dumps({"settings": settings, "world": identity.get("world_size", 1)}, sort_keys=True, default=str)
+    code = (metrics.get("code") or {}) if kind == "continual" else {}
+    data = metrics.get("data") or identity.get("data")
+    blob = json.dumps({"settings": settings, "world": identity.get("world_size", 1), "code": code.get("fingerprint"),
+                       "data": data}, sort_keys=True, default=str)  # fmt: skip
     return {
         "run_dir": str(run),
         "kind": kind,
         "row": identity.get("row", run.parent.name),
         "seed": identity.get("seed"),
         "settings": settings,
+        "split": settings.get("split"),
+        "code": code,
+        "data": data,
         "group": hashlib.sha256(blob.encode()).hexdigest()[:12],
         "shortened": bool(identity.get("shortened", False)),
         "complete": complete,
@@ -191,16 +219,38 @@ def group_runs(summaries: Sequence[dict[str, Any]]) -> tuple[list[list[dict[str,
         by_name.setdefault(key[:2], []).append(key)
     for (_kind, row), keys in by_name.items():
         if len(keys) > 1:
-            first = groups[keys[0]][0]["settings"]
+            first = groups[keys[0]][0]
             for key in keys[1:]:
-                diff = _diff_keys(first, groups[key][0]["settings"])
-                logger.warning("row %r appears with different settings (%s): reported as separate rows",
-                               row, ", ".join(diff[:8]))  # fmt: skip
-                other = groups[key][0]["settings"]
-                label = f"{row} [" + ", ".join(f"{k}={other.get(k)}" for k in diff[:3]) + "]"
+                other = groups[key][0]
+                diff = _diff_keys(first["settings"], other["settings"])
+                parts = [f"{k}={other['settings'].get(k)}" for k in diff[:3]]
+                code = code_difference(first.get("code") or {}, other.get("code") or {})
+                if code:
+                    parts.append(f"code: {code}")
+                if first.get("data") != other.get("data"):
+                    parts.append(f"data {str(other.get('data'))[:8]}")
+                data = ["data"] if first.get("data") != other.get("data") else []
+                what = ", ".join(diff[:8] + (["code"] if code else []) + data)
+                logger.warning("row %r appears with different settings (%s): reported as separate rows", row, what)
                 for r in groups[key]:
-                    r["label"] = label
+                    r["label"] = f"{row} [" + ", ".join(parts) + "]"
     return list(groups.values()), left_out
+
+
+def code_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The result-affecting code that differs between two code records (:func:`slukd.utils.provenance.code_record`),
+    in words: the files that differ (at most 4 named), or the torch / SpeechBrain versions; "" when the same."""
+    if a.get("fingerprint") == b.get("fingerprint"):
+        return ""
+    if not a or not b:
+        return "not recorded in one of them"
+    fa, fb = a.get("files") or {}, b.get("files") or {}
+    files = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+    parts = [", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")] if files else []
+    for lib in ("torch", "speechbrain"):
+        if a.get(lib) != b.get(lib):
+            parts.append(f"{lib} {a.get(lib)} vs {b.get(lib)}")
+    return "; ".join(parts) or "fingerprint differs"
 
 
 def _row_key(kind: str, row: str) -> tuple[int, str]:
@@ -221,12 +271,19 @@ def aggregate(groups: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]
             "kind": kind,
             "n": len(runs),
             "seeds": sorted(r["seed"] for r in runs),
+            "split": runs[0].get("split"),
             "notes": runs[0]["metrics"].get("notes", {}),
             "notes_all": [r["metrics"].get("notes", {}) for r in runs],
+            "runs": sorted(r["run_dir"] for r in runs),
+            "per_seed": {},
         }
         for _, k, _ in COLUMNS[kind]:
-            vals = [r["metrics"].get(k) for r in runs]
-            vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+            per_seed = {r["seed"]: r["metrics"].get(k) for r in runs}
+            per_seed = {
+                sd: v for sd, v in per_seed.items() if v is not None and not (isinstance(v, float) and math.isnan(v))
+            }
+            agg["per_seed"][k] = per_seed
+            vals = list(per_seed.values())
             if not vals:
                 agg[k] = (float("nan"), float("nan"))
                 continue
@@ -237,46 +294,105 @@ def aggregate(groups: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]
             curves = [r["metrics"]["acc_per_step"] for r in runs]
             n = min(len(c) for c in curves)
             agg["acc_per_step"] = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
+            agg["acc_per_step_std"] = [_std([c[i] for c in curves]) for i in range(n)]
         out.append(agg)
     return sorted(out, key=lambda a: (a["kind"], _row_key(a["kind"], a["row"]), a["label"]))
 
 
-def within_spread(rows: Sequence[dict[str, Any]], key: str) -> list[tuple[str, str]]:
-    """Pairs of rows (ranked by ``key``'s mean, neighbours only) whose means differ by less than the larger std."""
+def _std(vals: Sequence[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    if len(vals) < 2:
+        return 0.0
+    m = sum(vals) / len(vals)
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def is_paired(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two aggregated rows pair by seed: continual rows of one split, neither of them joint (rows of one
+    split share task 1 within a seed; the joint row trains one task on everything)."""
+    return (a["kind"] == b["kind"] == "continual" and a.get("split") == b.get("split")
+            and "joint" not in (a.get("split"), b.get("split")))  # fmt: skip
+
+
+def difference(a: dict[str, Any], b: dict[str, Any], key: str):
+    """``a - b`` on metric ``key`` (:class:`slukd.report.stats.Diff`): paired by seed when :func:`is_paired`,
+    else Welch."""
+    from slukd.report.stats import paired, welch
+
+    va, vb = a["per_seed"].get(key, {}), b["per_seed"].get(key, {})
+    return paired(va, vb) if is_paired(a, b) else welch(list(va.values()), list(vb.values()))
+
+
+def within_spread(rows: Sequence[dict[str, Any]], key: str) -> list[tuple[str, str, Any]]:
+    """Neighbouring rows (ranked by ``key``'s mean) that cannot be ranked: ``(a, b, diff)`` for each pair whose
+    95% interval of ``a - b`` (:func:`difference`) includes 0 or does not exist (fewer than 2 seeds)."""
     ranked = sorted((r for r in rows if not math.isnan(r[key][0])), key=lambda r: -r[key][0])
     pairs = []
     for a, b in zip(ranked, ranked[1:]):
-        if a["n"] > 1 and b["n"] > 1 and a[key][0] - b[key][0] < max(a[key][1], b[key][1]):
-            pairs.append((a["label"], b["label"]))
+        d = difference(a, b, key)
+        if not d.shown or d.lo <= 0:
+            pairs.append((a["label"], b["label"], d))
     return pairs
 
 
 def _cell(m: float, sd: float, n: int, unit: str) -> str:
     if m is None or math.isnan(m):
         return "-"
-    d = 0 if unit in ("s",) else 2 if unit in ("%", "M", "min") else 2
+    d = 0 if unit in ("s", "steps") else 2
     return f"{m:.{d}f} ± {sd:.{d}f}" if n > 1 else f"{m:.{d}f}"
 
 
+#: CSV column suffix per unit (clean names: ``avg_acc_pct``, ``wall_s``, ``params_m``, ``optimizer_steps``)
+_UNIT_SUFFIX = {"%": "_pct", "s": "_s", "M": "_m", "min": "_min", "steps": ""}
+
+
+def _head(col: str, unit: str) -> str:
+    return col if unit == "steps" else f"{col} ({unit})"
+
+
+def _csv_name(key: str, unit: str) -> str:
+    key = key.lower()
+    suffix = _UNIT_SUFFIX[unit]
+    return key if key.endswith(suffix) else key + suffix
+
+
+def table_frame(rows: Sequence[dict[str, Any]], kind: str):
+    """A pandas DataFrame of one kind's rows: one line per seed (``stat = "seed"``) and the ``mean`` and ``std``
+    lines of each row beside them; columns ``split, method, stat, seed, runs`` then one per metric, named
+    ``<metric>_<unit>`` (``avg_acc_pct``, ``wall_s``, ``optimizer_steps``)."""
+    import pandas as pd
+
+    cols = COLUMNS[kind]
+    names = [_csv_name(k, u) for _, k, u in cols]
+    records = []
+    for r in rows:
+        if r["kind"] != kind:
+            continue
+        base = {"split": r.get("split") or "", "method": r["label"], "runs": r["n"]}
+        for seed in r["seeds"]:
+            vals = {n: r["per_seed"].get(k, {}).get(seed) for n, (_, k, _) in zip(names, cols)}
+            records.append({**base, "stat": "seed", "seed": seed, **vals})
+        for i, stat in enumerate(("mean", "std")):
+            vals = {n: (None if math.isnan(r[k][i]) else r[k][i]) for n, (_, k, _) in zip(names, cols)}
+            records.append({**base, "stat": stat, "seed": None, **vals})
+    frame = pd.DataFrame.from_records(records, columns=["split", "method", "stat", "seed", "runs", *names])
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame
+
+
 def format_table(rows: Sequence[dict[str, Any]], kind: str, fmt: str = "md") -> str:
-    """The table of one kind: one line per row, ``mean ± std`` over seeds (units in the header)."""
+    """The table of one kind: one line per row, ``mean ± std`` over seeds (units in the header); ``fmt="csv"``:
+    :func:`table_frame` as CSV (per-seed lines beside each row's mean and std)."""
     cols = COLUMNS[kind]
     rows = [r for r in rows if r["kind"] == kind]
     if fmt == "md":
-        heads = ["method", "runs"] + [f"{c} ({u})" for c, _, u in cols]
+        heads = ["method", "runs"] + [_head(c, u) for c, _, u in cols]
         lines = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
         for r in rows:
             lines.append("| " + " | ".join([r["label"], str(r["n"])] + [_cell(*r[k], r["n"], u) for _, k, u in cols])
                          + " |")  # fmt: skip
         return "\n".join(lines) + "\n"
-    unit_name = {"%": "pct", "s": "s", "M": "M", "min": "min"}
-    heads = ["method", "runs", "seeds"] + [f"{k}_{unit_name[u]}_{s}" for _, k, u in cols for s in ("mean", "std")]
-    lines = [",".join(heads)]
-    for r in rows:
-        vals = [r["label"], str(r["n"]), " ".join(map(str, r["seeds"]))]
-        vals += [f"{v}" for _, k, _ in cols for v in r[k]]
-        lines.append(",".join(vals))
-    return "\n".join(lines) + "\n"
+    return table_frame(rows, kind).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
 
 def _notes_md(rows: Sequence[dict[str, Any]], kind: str) -> str:
@@ -298,6 +414,18 @@ def _notes_md(rows: Sequence[dict[str, Any]], kind: str) -> str:
     total = sum(len(r["notes_all"]) for r in rows)
     lines.append(f"Task 1 taken from the shared first-task cache in {reused} of {total} runs (same results as "
                  "training it; see the README).")  # fmt: skip
+    mem = {}
+    for r in rows:
+        m = {json.dumps(n.get("memory_after_task1"), sort_keys=True) for n in r["notes_all"]}
+        m.discard("null")
+        if m:
+            vals = [json.loads(x) for x in sorted(m)]
+            mem[r["label"]] = "; ".join(
+                f"{v['rule']}, {v['total']} items" + (f" ({v['quota']} per scenario)" if v.get("quota") is not None
+                                                      else "") for v in vals)  # fmt: skip
+    if mem:
+        shown = "; ".join(f"{k}: {v}" for k, v in mem.items())
+        lines.append(f"Memory after task 1 (what task 2 rehearses): {shown} (per task: each run's report.md).")
     skipped = {r["label"]: sum(int(n.get("skipped") or 0) for n in r["notes_all"]) for r in rows}
     bad = {k: v for k, v in skipped.items() if v}
     lines.append("Items skipped or not scorable: " + (", ".join(f"{k} {v}" for k, v in bad.items()) if bad else
@@ -316,6 +444,7 @@ def _left_out_md(left: Sequence[dict[str, Any]]) -> str:
 
 
 def _figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Intent accuracy on the seen tasks after each task: mean over seeds with a ± 1 std band, one line per row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,21 +452,57 @@ def _figure(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
     from slukd.report.continual import _save_fig
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    n_max = 1
     for r in rows:
-        acc = r["acc_per_step"]
-        ax.plot(range(1, len(acc) + 1), acc, marker="o", label=f"{r['label']} (n={r['n']})")
-    ax.set_xlabel("step (task)")
+        acc, sd = r["acc_per_step"], r.get("acc_per_step_std") or [0.0] * len(r["acc_per_step"])
+        x = list(range(1, len(acc) + 1))
+        n_max = max(n_max, len(acc))
+        (line,) = ax.plot(x, acc, marker="o", label=f"{r['label']} (n={r['n']})")
+        if r["n"] > 1:
+            ax.fill_between(x, [a - s for a, s in zip(acc, sd)], [a + s for a, s in zip(acc, sd)],
+                            color=line.get_color(), alpha=0.15, linewidth=0)  # fmt: skip
+    ax.set_xticks(range(1, n_max + 1))
+    ax.set_xlabel("after task")
     ax.set_ylabel("intent accuracy on seen tasks (%)")
     ax.set_ylim(0, 100)
+    ax.set_title("Intent accuracy after each task (mean ± std over seeds)")
     ax.legend(fontsize=6)
     _save_fig(fig, path)
     plt.close(fig)
 
 
+def _spread_md(rows: Sequence[dict[str, Any]], kind: str) -> list[str]:
+    """Markdown lines: neighbours on the main metric whose difference is not shown (see :func:`within_spread`)."""
+    close = within_spread(rows, MAIN_METRIC[kind])
+    if not close:
+        return []
+    metric = next(c for c, k, _ in COLUMNS[kind] if k == MAIN_METRIC[kind])
+    out = [f"Not ranked (neighbours on {metric} whose 95% interval of the difference includes 0, or has too few "
+           "seeds; paired by seed within a continual split, Welch otherwise):", ""]  # fmt: skip
+    out += [f"- {a} vs {b}: {d.text()}" for a, b, d in close]
+    return [*out, ""]
+
+
+def _teacher_md(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown lines: each captioning student's CIDEr-D against its teacher's (Welch: no pairing holds)."""
+    from slukd.report.stats import verdict
+
+    teachers = [r for r in rows if r["row"] == "teacher"]
+    students = [r for r in rows if r["row"] != "teacher"]
+    if len(teachers) != 1 or not students:
+        return []
+    t = teachers[0]
+    out = ["Students against the teacher (CIDEr-D, Welch 95% interval of student − teacher):", ""]
+    for r in students:
+        d = difference(r, t, "CIDEr_D")
+        out.append(f"- {r['label']}: {d.text()}; below the teacher: {verdict(d, -1)}")
+    return [*out, ""]
+
+
 def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
                 paper: str | None = None) -> str:  # fmt: skip
-    """Summarise every run under ``paths`` (per-run reports are rewritten) and return the Markdown report. With
+    """Summarise every run under ``paths`` (reading only: no run folder is written) and return the Markdown report. With
     ``out_dir`` also write ``table_<kind>.md``/``.csv`` (and ``acc_per_step.png``) there; with ``paper``
     (``slurp3``/``slurp6``) the SLU table also gets the paper's numbers and claims (:mod:`slukd.report.paper`)."""
     teacher_cache: dict[str, float | None] = {}
@@ -353,15 +518,13 @@ def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike |
         if not kind_rows and not kind_left:
             continue
         md = [f"## {TITLES[kind]}", "", "Mean ± sample std over the seeds of each row; percent unless the header "
-              "says otherwise.", ""]  # fmt: skip
+              "says otherwise; optimiser steps: all tasks of a run.", ""]  # fmt: skip
         if kind_rows:
             md.append(format_table(kind_rows, kind))
             md.append(_notes_md(kind_rows, kind))
-            close = within_spread(kind_rows, MAIN_METRIC[kind])
-            if close:
-                md += ["Within spread (means differ by less than the larger std; not ranked):", ""]
-                md += [f"- {a} vs {b}" for a, b in close]
-                md.append("")
+            md += _spread_md(kind_rows, kind)
+            if kind == "captioning":
+                md += _teacher_md(kind_rows)
             if kind == "continual" and paper:
                 from slukd.report.paper import format_paper_section
 

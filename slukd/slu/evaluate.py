@@ -3,7 +3,10 @@
 
 - :func:`predictions`: parsed hypotheses -> SLURP prediction dicts ``{"file", "scenario", "action", "entities"}``
   (``file`` = the recording's file name, the key of SLURP's per-recording scoring).
-- :func:`score_step`: intent accuracy, WER (transcript part only) and SLU-F1 per task seen and over all seen items.
+- :func:`score_step`: intent accuracy, SLU-F1 and two word error rates per task seen and over all seen items:
+  ``wer`` on the transcript part only (after :func:`slukd.metrics.wer.normalize_text`) and ``full_wer`` on the whole
+  decoded target (intent, slots and transcript, split on whitespace, tags counted as words) against the gold target,
+  the quantity the SLU paper's WER column reports.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def predictions(rows: Sequence[dict], hyps: dict[str, str], stats: ParseStats | 
                 "action": p.action,
                 "entities": [{"type": e["type"], "filler": e["filler"]} for e in p.entities],
                 "transcript": p.transcript,
+                "target": hyps[r["ID"]],
                 "id": r["ID"],
             }
         )
@@ -59,11 +63,14 @@ def _metrics(rows: Sequence[dict], preds_by_id: dict[str, dict]) -> dict[str, fl
     scores = score_slurp(gold, preds, missing="error", bad_entities="skip")
     refs = [r["transcript"] for r in rows]
     hyps = [preds_by_id[r["ID"]]["transcript"] if r["ID"] in preds_by_id else "" for r in rows]
+    full_refs = [r["target"] for r in rows]
+    full_hyps = [preds_by_id[r["ID"]].get("target", "") if r["ID"] in preds_by_id else "" for r in rows]
     return {
         "n": len(rows),
         "intent_acc": scores.intent_acc,
         "scenario_acc": scores.scenario_acc,
         "wer": wer(refs, hyps) if rows else float("nan"),
+        "full_wer": wer(full_refs, full_hyps, normalize=False) if rows else float("nan"),
         "slu_f1": scores.slu_f1,
         "span_f1": scores.span_f1,
     }

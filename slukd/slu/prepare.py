@@ -49,8 +49,8 @@ def _data_files(data_folder: Path, splits: list[str]) -> tuple[list[Path], list[
 
 #: run-folder entries made from the data (deleted by data_changed: restart); the run record and logs stay
 DATA_OUTPUTS = ("manifests", "audio_check.json", "tokenizer", "scenario.json", "model.yaml", "results", "report.csv",
-                "report.md", "matrix_intent_acc.csv", "matrix_wer.csv", "matrix_slu_f1.csv", "acc_per_step.png",
-                "acc_matrix.png")  # fmt: skip
+                "report.md", "matrix_intent_acc.csv", "matrix_wer.csv", "matrix_full_wer.csv", "matrix_slu_f1.csv",
+                "acc_per_step.png", "acc_matrix.png")  # fmt: skip
 
 
 def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], str, dict[str, Any]]:

@@ -162,6 +162,7 @@ class SLUStrategy:
             counter, train_set, valid_ds, train_loader_kwargs=loader_kwargs,
             valid_loader_kwargs={"batch_size": hp["eval_batch_size"], "num_workers": hp["num_workers"]},
         )  # fmt: skip
+        steps = brain.optimizer_step  # all of the task's (restored on a resume); the best checkpoint holds fewer
 
         best = checkpointer.recover_if_possible(max_key="select")
         if best is None:
@@ -176,6 +177,7 @@ class SLUStrategy:
             "targets_s": targets_s,
             "valid_scope": hp["valid_scope"],
             "n_valid": len(valid_rows),
+            "optimizer_steps": steps,
             "data": self.data.report,
         }
 

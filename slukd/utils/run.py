@@ -93,6 +93,10 @@ def settings_identity(resolved_text: str, exclude: set[str] | frozenset[str]) ->
     return flatten(settings)
 
 
+#: identity fields added after the run record is first written (the data digest, once the data is prepared)
+LATE_IDENTITY = ("data",)
+
+
 class IncompatibleRunError(RuntimeError):
     """The output folder holds a run made with settings that change its results."""
 
@@ -125,7 +129,9 @@ def record_run(
             old = json.loads(info_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise IncompatibleRunError(f"{info_path}: unreadable ({err}); remove it or use another folder") from err
-        old_id = flatten(old.get("identity", {}))
+        # the data digest joins the identity after the data is prepared (slukd.utils.provenance); a changed corpus
+        # is handled before that by the run's data_changed policy, so it is not compared here
+        old_id = flatten({k: v for k, v in old.get("identity", {}).items() if k in identity or k not in LATE_IDENTITY})
         new_id = flatten(identity)
         diff = sorted(k for k in set(old_id) | set(new_id) if old_id.get(k, "<absent>") != new_id.get(k, "<absent>"))
         if diff:

@@ -118,6 +118,7 @@ def test_slu_rows_mean_what_their_names_say():
         want = "random" if name.endswith("_random") or name == "rehearsal_5pct" else "herding"
         assert hp["memory"] == want, name
         assert hp["memory_fraction"] == (0.05 if name == "rehearsal_5pct" else 0.01) and hp["memory_per_class"] is None
+        assert hp["memory_rule"] == "fixed_quota", f"{name}: every row keeps the paper's fixed quota per scenario"
         on = {t for t, key in terms.items() if hp[key] > 0}
         expected = set(terms) if name == "all_kd" else {t for t in terms if t in name.split("_")}
         assert on == expected, f"{name}: KD terms on {sorted(on)}"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from slukd.continual.memory import RehearsalMemory, herding_order
+from slukd.config import HparamValueError
+from slukd.continual.memory import RehearsalMemory, herding_order, memory_budget
+from slukd.continual.scenario import make_scenario
 
 
 def _items(classes, n):
@@ -26,7 +30,7 @@ def test_per_class_quota_grows_with_classes():
 
 
 def test_fraction_budget_is_shared_and_balanced_across_tasks():
-    mem = RehearsalMemory("random", fraction=0.1, total_items=120, seed=0)  # 12 items in all
+    mem = RehearsalMemory("random", fraction=0.1, total_items=120, seed=0, rule="shared_budget")  # 12 items in all
     assert mem.budget == 12
     ids, labels = _items(["a", "b"], 20)
     mem.update(ids, labels, task=0)
@@ -90,12 +94,80 @@ def test_herding_needs_features_and_errors():
 
 
 def test_save_and_load(tmp_path):
-    mem = RehearsalMemory("random", fraction=0.5, total_items=8, seed=2)
+    mem = RehearsalMemory("random", fraction=0.5, total_items=8, seed=2, rule="shared_budget")
     ids, labels = _items(["a", "b"], 4)
     mem.update(ids, labels)
     p = mem.save(tmp_path / "memory.json")
     back = RehearsalMemory.load(p)
-    assert back.ids() == mem.ids() and back.budget == 4
+    assert back.ids() == mem.ids() and back.budget == 4 and back.rule == "shared_budget"
+    fixed = RehearsalMemory("random", fraction=0.5, total_items=8, seed=2, n_classes=4)
+    fixed.update(ids, labels)
+    back = RehearsalMemory.load(fixed.save(tmp_path / "fixed.json"))
+    assert (back.rule, back.quota, back.budget, back.ids()) == ("fixed_quota", 1, 4, fixed.ids())
+    # a file written before the rule existed: a fraction meant the shared budget
+    old = {k: v for k, v in mem.state_dict().items() if k not in ("rule", "n_classes")}
+    (tmp_path / "old.json").write_text(json.dumps(old), encoding="utf-8")
+    assert RehearsalMemory.load(tmp_path / "old.json").rule == "shared_budget"
     (tmp_path / "bad.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ValueError, match="bad.json"):
         RehearsalMemory.load(tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------------------------------------- the two budget rules
+# Hand examples at the paper's scale: 1% of 126,000 training items = 1260, 18 scenarios in the corpus.
+#   fixed_quota:   quota = floor(0.01 * 126000 / 18) = 70 per scenario, whatever has been seen;
+#   shared_budget: 1260 shared by the scenarios seen so far: SLURP-3 after task 1 (6 seen) 210 each, after task 2
+#                  (12 seen) 105 each; SLURP-6 after task 1 (3 seen) 420 each, after task 2 (6 seen) 210 each.
+HAND = {
+    ("slurp3", "fixed_quota"): [70, 70],
+    ("slurp3", "shared_budget"): [210, 105],
+    ("slurp6", "fixed_quota"): [70, 70],
+    ("slurp6", "shared_budget"): [420, 210],
+}
+
+
+@pytest.mark.parametrize("split,rule", sorted(HAND))
+def test_both_rules_by_hand_on_the_slurp_orders(split, rule):
+    scenario = make_scenario(split, "fixed", 0)
+    mem = RehearsalMemory("random", fraction=0.01, total_items=126_000, seed=0, rule=rule,
+                          n_classes=len(scenario.classes))  # fmt: skip
+    assert len(scenario.classes) == 18
+    for t in range(2):
+        ids, labels = _items(scenario.tasks[t], 500)
+        mem.update(ids, labels, task=t)
+        seen = [c for task in scenario.tasks[: t + 1] for c in task]
+        sizes = {c: len(v) for c, v in mem.classes.items()}
+        assert sizes == {c: HAND[split, rule][t] for c in seen}, (t, sizes)
+        assert mem.summary()["per_class"] == sizes and mem.summary()["total"] == len(seen) * HAND[split, rule][t]
+    if rule == "fixed_quota":  # never more than the paper's 1% once every scenario is seen
+        assert mem.quota == 70 and mem.budget == 1260 == mem.summary()["capacity"]
+    else:
+        assert mem.quota is None and mem.budget == 1260
+
+
+def test_fixed_quota_never_lends_room_and_never_shrinks():
+    # 0.5 * 40 / 4 classes = 5 per class; the first task's 2 classes get 5 each (not 10), keep them after task 2
+    mem = RehearsalMemory("random", fraction=0.5, total_items=40, n_classes=4, seed=3)
+    ids, labels = _items(["a", "b"], 10)
+    mem.update(ids, labels, task=0)
+    first = {c: list(v) for c, v in mem.classes.items()}
+    assert {c: len(v) for c, v in first.items()} == {"a": 5, "b": 5}
+    ids, labels = _items(["c", "d"], 10)
+    mem.update(ids, labels, task=1)
+    assert mem.classes["a"] == first["a"] and mem.classes["b"] == first["b"]  # same items, same number
+    assert len(mem) == 20 == mem.budget
+    # floor, not round: 0.01 * 2200 / 18 = 1.22 -> 1 per scenario on the demo corpus
+    assert RehearsalMemory("random", fraction=0.01, total_items=2200, n_classes=18).quota == 1
+
+
+def test_memory_budget_rules_and_errors():
+    mem = memory_budget("random", None, 0.01, 126_000, 0, rule="fixed_quota", n_classes=18)
+    assert mem.quota == 70
+    assert memory_budget("random", 4, None, 100, 0).quotas(["x", "y"]) == {"x": 4, "y": 4}
+    assert memory_budget("none", None, 0.01, 100, 0) is None
+    with pytest.raises(HparamValueError, match="memory_rule: shared_budget .*memory_fraction is null"):
+        memory_budget("random", 4, None, 100, 0, rule="shared_budget")
+    with pytest.raises(HparamValueError, match="memory_rule: 'other'"):
+        memory_budget("random", None, 0.01, 100, 0, rule="other", n_classes=4)
+    with pytest.raises(ValueError, match="needs n_classes"):
+        RehearsalMemory("random", fraction=0.01, total_items=100)

@@ -19,7 +19,7 @@ from slukd.report import (
 )
 
 
-def _make_run(root, row, seed, acc_matrix, seen_acc, wer=0.2, f1=0.5, settings=None, shortened=False):
+def _make_run(root, row, seed, acc_matrix, seen_acc, wer=0.2, f1=0.5, settings=None, shortened=False, extra=None):
     run = root / row / f"seed{seed}"
     (run / "results").mkdir(parents=True)
     identity = {"row": row, "seed": seed, "settings": {"row": row, "seed": seed, "lr": 0.001, **(settings or {})},
@@ -37,6 +37,7 @@ def _make_run(root, row, seed, acc_matrix, seen_acc, wer=0.2, f1=0.5, settings=N
             "seen": {"n": 10 * (i + 1), "intent_acc": seen_acc[i], "wer": wer, "slu_f1": f1},
             "wall_s": 10.0,
             "peak_rss_mb": 100.0,
+            **((extra or {}).get(i + 1, {})),
         }
         (run / "results" / f"step{i + 1}.json").write_text(json.dumps(step), encoding="utf-8")
     return run
@@ -129,9 +130,17 @@ def test_aggregate_mean_and_std_over_seeds_in_percent(tmp_path):
     assert math.isnan(rows[0]["bwt"][0])  # joint: a single step, no BWT
     table = format_table(rows, "continual")
     assert "| rehearsal_random | 2 | 60.00 ± 14.14 |" in table and "| joint | 1 | 95.00 |" in table
-    csv = format_table(rows, "continual", "csv").splitlines()
-    assert csv[0].startswith("method,runs,seeds,avg_acc_pct_mean,avg_acc_pct_std")
-    assert csv[2].startswith("rehearsal_random,2,0 1,60.0")  # percent, like the Markdown
+    import io
+
+    import pandas as pd
+
+    csv = pd.read_csv(io.StringIO(format_table(rows, "continual", "csv")))
+    assert list(csv.columns[:7]) == ["split", "method", "stat", "seed", "runs", "avg_acc_pct", "last_acc_pct"]
+    assert {"avg_full_wer_pct", "optimizer_steps", "wall_s"} <= set(csv.columns)
+    reh = csv[csv["method"] == "rehearsal_random"].set_index("stat")
+    assert list(reh.index) == ["seed", "seed", "mean", "std"]  # per-seed lines beside the aggregate
+    assert list(reh.loc["seed", "avg_acc_pct"]) == [70.0, 50.0]  # percent, like the Markdown
+    assert reh.loc["mean", "avg_acc_pct"] == pytest.approx(60.0) and reh.loc["std", "runs"] == 2
 
 
 def test_cli_over_parent_folder(tmp_path, capsys):
@@ -201,3 +210,79 @@ def test_captioning_rows_percent_of_their_teacher_and_spread(tmp_path):
     assert "| student_seqkd | 3 | 115.00 ± 10.00 | 92.00 ± 8.00 |" in text
     assert "- student_seqkd vs student_supervised" in text  # 5 points apart, std 10: not ranked
     assert (tmp_path / "out" / "table_captioning.md").is_file()
+
+
+def _code(fp, **files):
+    return {"slukd": "0.1.0", "torch": "2.x", "speechbrain": "1.1.2", "fingerprint": fp,
+            "files": {"continual/memory.py": "aaa", "train/brain.py": "bbb", **files}}  # fmt: skip
+
+
+def test_report_never_writes_into_run_folders(tmp_path):
+    _make_run(tmp_path / "runs", "finetune", 0, [[0.9], [0.2, 0.8]], [0.9, 0.5])
+    _make_run(tmp_path / "runs", "finetune", 1, [[0.8], [0.3, 0.7]], [0.8, 0.5])
+
+    def snapshot():
+        return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+
+    before = snapshot()
+    report_runs([tmp_path / "runs"], tmp_path / "out", paper="slurp3")
+    assert snapshot() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["acc_per_step.png", "table_continual.csv",
+                                                                     "table_continual.md"]  # fmt: skip
+
+
+def test_runs_of_different_code_are_never_averaged_and_the_difference_is_named(tmp_path, caplog):
+    a = {1: {"code": _code("f1")}, 2: {"code": _code("f1")}}
+    b = {
+        1: {"code": _code("f2", **{"continual/memory.py": "zzz"})},
+        2: {"code": _code("f2", **{"continual/memory.py": "zzz"})},
+    }
+    mixed = {1: {"code": _code("f1")}, 2: {"code": _code("f2")}}
+    _make_run(tmp_path / "a", "seq_kd", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6], extra=a)
+    _make_run(tmp_path / "a", "seq_kd", 1, [[0.9], [0.4, 0.8]], [0.9, 0.6], extra=a)
+    _make_run(tmp_path / "b", "seq_kd", 2, [[0.9], [0.2, 0.8]], [0.9, 0.5], extra=b)
+    _make_run(tmp_path / "c", "seq_kd", 3, [[0.9], [0.2, 0.8]], [0.9, 0.5], extra=mixed)
+    rows, left = _rows(tmp_path)
+    assert sorted(r["n"] for r in rows) == [1, 2]
+    assert any(r["label"] == "seq_kd [code: continual/memory.py]" for r in rows), [r["label"] for r in rows]
+    assert [s["seed"] for s in left] == [3] and "different code (f1, f2)" in left[0]["progress"]
+    text = report_runs([tmp_path])
+    assert "seq_kd seed 3: its steps were made by different code (f1, f2)" in text
+
+
+def test_run_report_shows_memory_full_target_wer_and_optimiser_steps(tmp_path):
+    mem = {"rule": "fixed_quota", "quota_per_class": 2, "capacity": 8, "total": 4, "per_class": {"a": 2, "b": 2}}
+    extra = {1: {"optimizer_steps": 30, "continual": {"memory": {**mem, "total": 2, "per_class": {"a": 2}}}},
+             2: {"optimizer_steps": 20, "continual": {"memory": mem}},
+             3: {"optimizer_steps": 10, "continual": {"memory": mem}, "code": _code("f1"), "data_digest": "d1",
+                 "device": {"device": "cpu", "name": "x", "cpus": 2}}}  # fmt: skip
+    run = _make_run(tmp_path, "rehearsal_random", 0, [[0.9], [0.4, 0.8], [0.3, 0.7, 0.8]], [0.9, 0.6, 0.5], extra=extra)
+    for k in (1, 2, 3):  # full-target WER beside the transcript WER
+        p = run / "results" / f"step{k}.json"
+        d = json.loads(p.read_text())
+        d["seen"]["full_wer"] = 0.1 * k
+        for t in d["per_task"]:
+            t["full_wer"] = 0.1 * k
+        p.write_text(json.dumps(d))
+    s = write_run_report(run)
+    assert s["optimizer_steps"] == 60 and s["avg_full_wer"] == pytest.approx(0.2)
+    md = (run / "report.md").read_text()
+    assert "| 1 | fixed_quota | 2 | 2 | a 2 | 30 |" in md and "| 2 | fixed_quota | 2 | 4 | a 2, b 2 | 20 |" in md
+    assert "| 3 | - | - | - | - | 10 |" in md  # no update after the last task
+    assert "Avg WER (full target)" in md and "fingerprint f1" in md and "Data digest: d1" in md
+    table = report_runs([tmp_path])
+    assert "Avg WER (transcript) (%) | Avg WER (full target) (%)" in table and "| Optimiser steps |" in table
+    assert (
+        "Memory after task 1 (what task 2 rehearses): rehearsal_random: fixed_quota, 2 items (2 per scenario)" in table
+    )
+
+
+def test_captioning_students_against_the_teacher_use_welch(tmp_path):
+    teacher = _caption_run(tmp_path, "teacher", 0, 1.25, role="teacher")
+    for seed in (1, 2):
+        _caption_run(tmp_path, "teacher", seed, 1.25 + 0.05 * seed, role="teacher")
+    for seed, cider in enumerate([1.0, 1.02, 0.98]):
+        _caption_run(tmp_path, "student_mse", seed, cider, teacher=teacher)
+    text = report_runs([tmp_path])
+    assert "- student_mse: -30.00 (95% CI" in text and "Welch, 3 vs 3 runs" in text
+    assert "below the teacher: holds" in text
