@@ -38,9 +38,15 @@ def cli_main(argv: list[str], prog: str = "slukd report") -> int:
         default=None,
         help="SLU: add the paper's numbers for this scenario beside the table, and its claims checked",
     )
+    p.add_argument(
+        "--cross",
+        action="store_true",
+        help="add the cross table: every KD term on both tasks and the continual methods against their baselines "
+        "(give the SLU and the captioning sweep folders together)",
+    )
     args = p.parse_args(argv)
     try:
-        print(report_runs(args.paths, args.out, paper=args.paper), end="")
+        print(report_runs(args.paths, args.out, paper=args.paper, cross=args.cross), end="")
     except ReportError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1

@@ -501,10 +501,11 @@ def _teacher_md(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
-                paper: str | None = None) -> str:  # fmt: skip
+                paper: str | None = None, cross: bool = False) -> str:  # fmt: skip
     """Summarise every run under ``paths`` (reading only: no run folder is written) and return the Markdown report. With
     ``out_dir`` also write ``table_<kind>.md``/``.csv`` (and ``acc_per_step.png``) there; with ``paper``
-    (``slurp3``/``slurp6``) the SLU table also gets the paper's numbers and claims (:mod:`slukd.report.paper`)."""
+    (``slurp3``/``slurp6``) the SLU table also gets the paper's numbers and claims (:mod:`slukd.report.paper`); with
+    ``cross`` the cross table of KD terms and continual methods follows (:mod:`slukd.report.cross`)."""
     teacher_cache: dict[str, float | None] = {}
     summaries = [summarise(r, teacher_cache) for r in find_runs(paths)]
     groups, left = group_runs(summaries)
@@ -538,4 +539,11 @@ def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike |
             atomic_write_text(out / f"table_{kind}.csv", format_table(kind_rows, kind, "csv"))
             if kind == "continual" and kind_rows:
                 _figure(kind_rows, out / "acc_per_step.png")
+    if cross:
+        from slukd.report.cross import cross_table
+
+        text = cross_table(rows)
+        parts.append(text)
+        if out_dir is not None:
+            atomic_write_text(Path(out_dir) / "table_cross.md", text)
     return "\n".join(parts)

@@ -286,3 +286,33 @@ def test_captioning_students_against_the_teacher_use_welch(tmp_path):
     text = report_runs([tmp_path])
     assert "- student_mse: -30.00 (95% CI" in text and "Welch, 3 vs 3 runs" in text
     assert "below the teacher: holds" in text
+
+
+def test_cross_table_compares_each_term_and_method_with_its_baseline(tmp_path):
+    """Hand case: on slurp3 tok_kd is +10 over rehearsal_herding in every seed (interval excludes 0), audio_kd is
+    +/-1 around it (interval includes 0); the captioning tok-KD student is compared with the supervised one (Welch);
+    rows without runs say so."""
+    from slukd.report.cross import cross_table
+    from slukd.report.table import aggregate, find_runs, group_runs, summarise
+
+    slu, cap = tmp_path / "slu", tmp_path / "cap"
+    base = {0: 0.50, 1: 0.60, 2: 0.55}
+    for seed, a in base.items():
+        for row, acc in (("rehearsal_herding", a), ("tok_kd", a + 0.10), ("audio_kd", a + (0.01 if seed else -0.01)),
+                         ("finetune", a - 0.2), ("ewc", a - 0.15)):  # fmt: skip
+            _make_run(slu, row, seed, [[0.9], [0.1, acc]], [0.9, acc], settings={"split": "slurp3"})
+        _caption_run(cap, "student_supervised", seed, 0.30 + 0.01 * seed)
+        _caption_run(cap, "student_tokkd", seed, 0.40 + 0.01 * seed)
+    rows = aggregate(group_runs([summarise(r) for r in find_runs([slu, cap])])[0])
+    text = cross_table(rows)
+    tok = next(ln for ln in text.splitlines() if ln.startswith("| token KD"))
+    assert "+5.00*" in tok  # Avg Acc = (90 + acc)/2: +10 points at task 2 are +5 on the average, every seed
+    assert "+10.00*" in tok  # CIDEr-D 40-42 vs 30-32 (Welch)
+    audio = next(ln for ln in text.splitlines() if ln.startswith("| encoder MSE"))
+    assert "*" not in audio.split("|")[3] and "no runs" in audio  # slurp3 delta not significant; no captioning row
+    ewc = next(ln for ln in text.splitlines() if ln.startswith("| EWC"))
+    assert "finetune: +2.50*" in ewc
+    assert "| A-GEM" in text and "no runs" in next(ln for ln in text.splitlines() if ln.startswith("| A-GEM"))
+    out = tmp_path / "out"
+    assert cli_main([str(slu), str(cap), "--cross", "--out", str(out)]) == 0
+    assert (out / "table_cross.md").read_text().startswith("## KD terms")

@@ -1,0 +1,116 @@
+"""The cross table: every KD term of the core on both tasks, and the continual methods beside the paper's rows
+(``slukd report PATH... --cross``).
+
+Rows are fixed pairs (row, its baseline) per task, so each cell is one comparison that a single setting makes:
+
+- KD terms: SLU rows on the paper's KD base (1% herding rehearsal) against that base; captioning students with the
+  term alone against the supervised student. The contrastive SLU row applies KD to every item of the batch (the
+  other clips are its negatives) and adds it to the loss (``kd_scope: all``, ``kd_mode: sum``), the other SLU
+  terms act on the memory items with the paper's alpha weighting: the table says so.
+- continual methods (SLU): each method against fine-tuning (the same model and budget without any method), and the
+  ones that keep a 1% memory also against random 1% rehearsal.
+
+Each cell: the row's mean ± std over its seeds, and the difference to its baseline with its 95% interval
+(:mod:`slukd.report.stats`: paired by seed within a SLU split, Welch for captioning), marked ``*`` when the interval
+excludes 0. A cell whose runs are missing says so; incomplete runs never enter (``slukd report`` lists them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["KD_TERMS", "CONTINUAL_METHODS", "cross_table"]
+
+#: (KD term, SLU row, SLU baseline, captioning row, captioning baseline)
+KD_TERMS = [
+    ("encoder MSE (the SLU paper's audio-KD)", "audio_kd", "rehearsal_herding", "student_mse", "student_supervised"),
+    ("encoder contrastive (InfoNCE)", "contrastive_kd", "rehearsal_herding", "student_contrastive",
+     "student_supervised"),
+    ("token KD", "tok_kd", "rehearsal_herding", "student_tokkd", "student_supervised"),
+    ("sequence KD", "seq_kd", "rehearsal_herding", "student_seqkd", "student_supervised"),
+]  # fmt: skip
+
+#: (method, SLU row, baselines it is compared with)
+CONTINUAL_METHODS = [
+    ("rehearsal 1% random", "rehearsal_random", ["finetune"]),
+    ("rehearsal 1% herding (the paper's KD base)", "rehearsal_herding", ["finetune"]),
+    ("+ seq-KD (the paper's best single term)", "seq_kd", ["finetune", "rehearsal_herding"]),
+    ("EWC (online)", "ewc", ["finetune"]),
+    ("MAS", "mas", ["finetune"]),
+    ("LwF (token KD on every item, no memory)", "lwf", ["finetune"]),
+    ("A-GEM (1% random memory, not replayed)", "agem", ["finetune", "rehearsal_random"]),
+    ("DER++ (1% random memory + stored logits)", "derpp", ["finetune", "rehearsal_random"]),
+    ("contrastive KD (+ 1% herding)", "contrastive_kd", ["finetune", "rehearsal_herding"]),
+]
+
+
+def _index(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(split or "captioning", row name): aggregated row}; a row name with several settings groups keeps the one
+    labelled with the bare name (the others are reported by ``slukd report`` under their labels)."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        where = "captioning" if r["kind"] == "captioning" else str(r.get("split"))
+        key = (where, r["row"])
+        if key not in out or r["label"] == r["row"]:
+            out[key] = r
+    return out
+
+
+def _value(row: dict[str, Any] | None, key: str) -> str:
+    if row is None:
+        return "no runs"
+    m, sd = row[key]
+    if m is None or math.isnan(m):
+        return "-"
+    return f"{m:.2f} ± {sd:.2f} (n={row['n']})"
+
+
+def _delta(row: dict[str, Any] | None, base: dict[str, Any] | None, key: str) -> str:
+    from slukd.report.table import difference
+
+    if row is None or base is None:
+        return "-"
+    d = difference(row, base, key)
+    if not d.shown:
+        return f"{d.mean:+.2f} (no interval)"
+    star = "*" if d.lo > 0 or d.hi < 0 else ""
+    return f"{d.mean:+.2f}{star} [{d.lo:+.2f}, {d.hi:+.2f}]"
+
+
+def cross_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The Markdown cross tables (KD terms x tasks; continual methods x SLU splits) from aggregated rows
+    (:func:`slukd.report.table.aggregate` of complete runs)."""
+    idx = _index(rows)
+    splits = sorted({w for (w, _) in idx if w != "captioning"})
+    intro = (
+        "Each cell: mean ± std over seeds (n runs), then the difference to the baseline with its 95% interval "
+        "(`*`: excludes 0). SLU: Avg Acc (%) against `rehearsal_herding` (paired by seed); captioning: CIDEr-D (%) "
+        "against `student_supervised` (Welch). SLU contrastive KD runs on every item and is added to the loss "
+        "(`kd_scope: all`, `kd_mode: sum`); the other SLU terms act on the memory items, alpha-weighted."
+    )
+    lines = ["## KD terms of the core, on both tasks", "", intro, ""]
+    head = ["KD term", *(f"{s}: Avg Acc" for s in splits), *(f"{s}: Δ" for s in splits)]
+    head += ["captioning: CIDEr-D", "captioning: Δ"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, slu_row, slu_base, cap_row, cap_base in KD_TERMS:
+        cells = [name]
+        cells += [_value(idx.get((s, slu_row)), "avg_acc") for s in splits]
+        cells += [_delta(idx.get((s, slu_row)), idx.get((s, slu_base)), "avg_acc") for s in splits]
+        cap, cb = idx.get(("captioning", cap_row)), idx.get(("captioning", cap_base))
+        cells += [_value(cap, "CIDEr_D"), _delta(cap, cb, "CIDEr_D")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Continual-learning methods (SLU)", "",
+              "Avg Acc and Last Acc (%), mean ± std (n runs); Δ: Avg Acc difference to each baseline, paired by seed, "
+              "95% interval (`*`: excludes 0). Every row has the same model, epochs and task 1.", ""]  # fmt: skip
+    for s in splits:
+        head = ["method", "row", "Avg Acc", "Last Acc", "Optimiser steps", "Δ vs baselines"]
+        lines += [f"### {s}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name, row, bases in CONTINUAL_METHODS:
+            r = idx.get((s, row))
+            deltas = "; ".join(f"{b}: {_delta(r, idx.get((s, b)), 'avg_acc')}" for b in bases)
+            steps = _value(r, "optimizer_steps").split(" (")[0] if r is not None and "optimizer_steps" in r else "-"
+            lines.append(f"| {name} | {row} | {_value(r, 'avg_acc')} | {_value(r, 'last_acc')} | {steps} | {deltas} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
