@@ -74,6 +74,18 @@ NOT_FIRST_TASK = frozenset(
 )  # fmt: skip
 
 
+def task_epochs(first: int, later: int | list[int] | None, t: int) -> int:
+    """Epochs of task t (0-based): ``first`` for task 1; then ``later`` (one number for every later task, or a list
+    for tasks 2, 3, ... whose last value repeats; None: ``first`` again)."""
+    if t == 0 or later is None:
+        return int(first)
+    if isinstance(later, list):
+        if not later or any(not isinstance(e, int) or e < 1 for e in later):
+            raise ValueError(f"later_task_epochs: a list of positive integers, got {later}")
+        return int(later[min(t - 1, len(later) - 1)])
+    return int(later)
+
+
 class SLURPIncremental:
     """The strategy the continual runner calls (train / evaluate / memory), for one run folder."""
 
@@ -138,7 +150,7 @@ class SLURPIncremental:
                 targets = self.teacher_targets(teacher, mem_rows, tdir, t)
         targets_s = time.perf_counter() - t_targets
 
-        epochs = hp["number_of_epochs"] if t == 0 or hp["later_task_epochs"] is None else hp["later_task_epochs"]
+        epochs = task_epochs(hp["number_of_epochs"], hp["later_task_epochs"], t)
         counter = hp["epoch_counter"](limit=epochs)
         checkpointer = CompleteCheckpointer(tdir / "save", recoverables={"model": model, "counter": counter})
         brain = SLUBrain(
@@ -192,6 +204,8 @@ class SLURPIncremental:
         in the precision the teacher was evaluated in."""
         hp = self.hp
         config = {"beam": hp["pseudo_beam_size"], "max_len": hp["max_decode_len"], "precision": hp["eval_precision"]}
+        if hp["length_penalty"] is not None:  # (absent otherwise: caches made before the option stay valid)
+            config["length_penalty"] = hp["length_penalty"]
         targets = TeacherTargets(tdir / "targets", teacher.fingerprint, config, hyps=True, emb=False)
         compute = teacher_target_fn(
             teacher,
@@ -201,6 +215,7 @@ class SLURPIncremental:
             hp["eval_precision"],
             hyps=True,
             emb=False,
+            length_penalty=hp["length_penalty"],
         )
         if if_main_process():
             loader = make_dataloader(self.dataset(mem_rows), batch_size=hp["eval_batch_size"])
@@ -222,7 +237,7 @@ class SLURPIncremental:
         tokens = decode_dataset(
             model, self.dataset(test_rows), beam_size=hp["test_beam_size"], batch_size=hp["eval_batch_size"],
             max_len=hp["max_decode_len"], device=self.device, precision=hp["eval_precision"],
-            desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
+            length_penalty=hp["length_penalty"], desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
             on_batch=lambda k: maybe_die("eval", t + 1, k),
         )  # fmt: skip
         if not if_main_process():
