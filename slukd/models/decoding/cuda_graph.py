@@ -350,12 +350,17 @@ def _static_search(
     global _capture_failed
     t_max = max(max_steps)
     kw = dict(
-        greedy=greedy, length_normalization=length_normalization, eos_threshold=eos_threshold, temperature=temperature,
+        greedy=greedy,
+        length_normalization=length_normalization,
+        eos_threshold=eos_threshold,
+        temperature=temperature,
         length_penalty=length_penalty,
     )
     runner = None
     if cuda_graph:
-        key = _graph_key(model, enc, group, t_max, greedy, (length_normalization, eos_threshold, temperature, length_penalty))
+        key = _graph_key(
+            model, enc, group, t_max, greedy, (length_normalization, eos_threshold, temperature, length_penalty)
+        )
         runner = _GRAPH_CACHE.get(key)
         if runner is not None and runner.model_ref() is model:
             _GRAPH_CACHE.move_to_end(key)

@@ -195,7 +195,15 @@ def beam_search(
             runner, t_run = res
             return runner.beam_results(t_run, max_steps, nbest, speechbrain_compat)
     finished = _beam_dynamic(
-        model, enc, wav_lens, beam_size, min_steps, max_steps, length_normalization, eos_threshold, temperature,
+        model,
+        enc,
+        wav_lens,
+        beam_size,
+        min_steps,
+        max_steps,
+        length_normalization,
+        eos_threshold,
+        temperature,
         length_penalty,
     )
     return _top_hypotheses(finished, nbest, speechbrain_compat)
