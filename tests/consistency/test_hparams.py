@@ -200,3 +200,25 @@ def _assert_every_setting_names_its_source(path):
         if not any(tag in text for tag in ("[main]", "[model]", "[data]", "[paper]", "[ours]", "[code]")):
             missing.append(line.split(":")[0])
     assert not missing, f"{path.name}: settings without a source: {missing}"
+
+
+def test_captioning_paper_base_is_the_papers_pair():
+    """Every captioning row on base_paper.yaml trains the paper's pair: the HTSAT + BART-base teacher, the
+    EfficientNet-B2 student with a 2-layer d256 decoder on the paper's front end, captions capped at 20 words, seq-KD on
+    the teacher's beam-3 captions; the KD rows sum the losses with unit weights (L = L_sup + L_seq + L_enc)."""
+    from slukd.models.paper_caption import PAPER_STUDENT_SPEC, paper_student, paper_teacher
+
+    folder = REPO / "hparams" / "captioning_kd"
+    assert PAPER_STUDENT_SPEC["d_model"] == 256 and PAPER_STUDENT_SPEC["nhead"] == 4
+    assert PAPER_STUDENT_SPEC["num_decoder_layers"] == 2 and PAPER_STUDENT_SPEC["d_ffn"] == 1024
+    assert PAPER_STUDENT_SPEC["cnn"]["width"] == 1.1 and PAPER_STUDENT_SPEC["cnn"]["depth"] == 1.2  # B2 scaling
+    for path in sorted(folder.glob("*.yaml")):
+        if path.stem.startswith("base"):
+            continue
+        hp, _ = load_hparams(path, "base: base_paper.yaml")
+        assert hp["teacher_model"].func is paper_teacher and hp["student_model"].func is paper_student
+        assert hp["student_model"].keywords["spec"] is None  # None: PAPER_STUDENT_SPEC
+        assert hp["max_caption_words"] == 20 and hp["test_beam_size"] == 3 and hp["sample_rate"] == 16000
+        for key in ("seq_kd_weight", "enc_kd_weight"):
+            assert hp[key] in (0.0, 1.0), f"{path.stem}: {key} {hp[key]}"
+    _assert_every_setting_names_its_source(folder / "base_paper.yaml")
