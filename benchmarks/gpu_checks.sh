@@ -57,6 +57,8 @@ for w in $what; do
       # (one epoch per task, 64 clips per scenario), then each phase timed on a batch of 32 and the projected
       # GPU-hours and memory per paper table (paper_size.md). PAPER_TIME bounds the whole check (seconds).
       PAPER_TIME=${PAPER_TIME:-480}; ENCODERS=${ENCODERS:-wav2vec2}
+      python3 -c "import transformers" 2>/dev/null || { echo "paper: transformers missing (add its wheels to .whl/)" \
+        | tee "$OUT/paper_size.txt"; continue; }
       timeout "$PAPER_TIME" python3 benchmarks/paper_size.py --out "$OUT/paper_size" --device cuda --full_steps \
         --encoders $ENCODERS --phase_batch 32 --repeats 3 --clip_seconds 2.9 2>&1 | tail -60 | tee "$OUT/paper_size.txt"
       echo "paper_size exit ${PIPESTATUS[0]}" | tee -a "$OUT/paper_size.txt" ;;
