@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, as run on the lent GPU machine (Python 3.12, torch preinstalled, no network).
 # SpeechBrain and friends travel as wheels in .whl/ (see docs/gpu.md); results go to $OUT (default ./gpu_out).
-#   bash benchmarks/gpu_checks.sh [decode] [caption] [slu]
+#   bash benchmarks/gpu_checks.sh [decode] [caption] [slu] [paper]
+# `paper` needs transformers (in the machine's Python or as a wheel in .whl/); it is not in the default list.
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
@@ -50,5 +51,16 @@ for w in $what; do
         number_of_epochs=$EPOCHS later_task_epochs=$LATER first_task_cache="$SWEEP/first_task_cache" device=$DEVICE \
         noprogressbar=true >> "$OUT/slu_sweep.log" 2>&1; echo "sweep exit $? after $(( $(date +%s) - t0 )) s" | tee "$OUT/slu_status.txt"
       pkill -P $snap 2>/dev/null; kill $snap 2>/dev/null; wait $snap 2>/dev/null; snapshot; cat "$OUT"/table_*.txt 2>/dev/null | head -80 ;;
+    paper)
+      # The papers' configurations at the real size (random wav2vec2-base / HuBERT / WavLM, HTSAT + BART-base
+      # weights made here): every task of SLURP-3 and SLURP-6 and the captioning pair with full batches on a slice
+      # (one epoch per task, 64 clips per scenario), then each phase timed on a batch of 32 and the projected
+      # GPU-hours and memory per paper table (paper_size.md). PAPER_TIME bounds the whole check (seconds).
+      PAPER_TIME=${PAPER_TIME:-480}; ENCODERS=${ENCODERS:-wav2vec2}
+      python3 -c "import transformers" 2>/dev/null || { echo "paper: transformers missing (add its wheels to .whl/)" \
+        | tee "$OUT/paper_size.txt"; continue; }
+      timeout "$PAPER_TIME" python3 benchmarks/paper_size.py --out "$OUT/paper_size" --device cuda --full_steps \
+        --encoders $ENCODERS --phase_batch 32 --repeats 3 --clip_seconds 2.9 2>&1 | tail -60 | tee "$OUT/paper_size.txt"
+      echo "paper_size exit ${PIPESTATUS[0]}" | tee -a "$OUT/paper_size.txt" ;;
   esac
 done

@@ -142,6 +142,7 @@ def decode_waveforms(
     max_len: int,
     device: str = "cpu",
     precision: str | None = None,
+    length_penalty: float | None = None,
 ) -> list[list[int]]:
     """Best hypothesis (token ids, no bos/eos) of each mono waveform ``[S_i]``, decoded as one batch: a SpeechBrain
     ``PaddedBatch`` (``sig`` [B, max S_i] zero-padded, relative lengths ``S_i / max S_j``), ``model.encode`` then
@@ -156,7 +157,7 @@ def decode_waveforms(
     sig, lens = batch.sig
     with autocast(device, precision):
         enc = model.encode(sig, lens)
-        hyps = decode(model, enc, lens, beam_size, max_len)
+        hyps = decode(model, enc, lens, beam_size, max_len, length_penalty)
     return [[int(t) for t in h] for h in hyps]
 
 
@@ -211,6 +212,8 @@ class _RunModel:
         self.sample_rate = int(sample_rate)
         max_seconds = _resolved_setting(self.run_dir, "max_audio_seconds", None)
         self.max_audio_seconds = float(max_seconds) if max_seconds is not None else None
+        penalty = _resolved_setting(self.run_dir, "length_penalty", None)  # the run's beam score (SLU base_paper)
+        self.length_penalty = float(penalty) if penalty is not None else None
         self.model = load_model(self.run_dir, self.weights, device=self.device)
 
     def load(self, path: PathLike) -> torch.Tensor:
@@ -225,7 +228,9 @@ class _RunModel:
         for start in range(0, len(paths), self.batch_size):
             chunk = paths[start : start + self.batch_size]
             wavs = [self.load(p) for p in chunk]
-            out += decode_waveforms(self.model, wavs, self.beam_size, self.max_decode_len, self.device, self.precision)
+            out += decode_waveforms(
+                self.model, wavs, self.beam_size, self.max_decode_len, self.device, self.precision, self.length_penalty
+            )
         return out
 
 

@@ -158,6 +158,7 @@ def prepare_tokenizer(hp: dict[str, Any], out: str | Path, data: SLUData):
                 "texts": [r["target"] for r in rows["train"]],
                 "out_dir": str(tok_dir),
                 "vocab_size": hp["vocab_size"],
+                "model_type": hp["tokenizer_type"],
                 "user_symbols": special_tokens(intents, types),
             },
         )

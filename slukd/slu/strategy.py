@@ -35,7 +35,19 @@ from slukd.utils.run import seed_everything
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SLUStrategy"]
+__all__ = ["SLUStrategy", "task_epochs"]
+
+
+def task_epochs(first: int, later: int | list[int] | None, t: int) -> int:
+    """Epochs of task t (0-based): ``first`` for task 1; then ``later`` (one number for every later task, or a list
+    for tasks 2, 3, ... whose last value repeats; None: ``first`` again)."""
+    if t == 0 or later is None:
+        return int(first)
+    if isinstance(later, list):
+        if not later or any(not isinstance(e, int) or e < 1 for e in later):
+            raise ValueError(f"later_task_epochs: a list of positive integers, got {later}")
+        return int(later[min(t - 1, len(later) - 1)])
+    return int(later)
 
 
 class SLUStrategy:
@@ -138,7 +150,7 @@ class SLUStrategy:
         for p in plugins:
             p.before_task(view)
 
-        epochs = hp["number_of_epochs"] if t == 0 or hp["later_task_epochs"] is None else hp["later_task_epochs"]
+        epochs = task_epochs(hp["number_of_epochs"], hp["later_task_epochs"], t)
         counter = hp["epoch_counter"](limit=epochs)
         checkpointer = CompleteCheckpointer(tdir / "save", recoverables={"model": model, "counter": counter})
         durations = [r["duration"] for r in task_rows + mem_rows]
@@ -206,9 +218,12 @@ class SLUStrategy:
         and cached on disk, in the precision the teacher was evaluated in."""
         hp, tdir = self.hp, self.runner.task_dir(t)
         config = {"beam": hp["pseudo_beam_size"], "max_len": hp["max_decode_len"], "precision": hp["eval_precision"]}
+        if hp["length_penalty"] is not None:  # (absent otherwise: caches made before the option stay valid)
+            config["length_penalty"] = hp["length_penalty"]
         targets = TeacherTargets(tdir / "targets", teacher.fingerprint, config, hyps=True, emb=False)
         compute = teacher_target_fn(teacher, hp["pseudo_beam_size"], hp["max_decode_len"], self.device,
-                                    hp["eval_precision"], hyps=True, emb=False)  # fmt: skip
+                                    hp["eval_precision"], hyps=True, emb=False,
+                                    length_penalty=hp["length_penalty"])  # fmt: skip
         if if_main_process():
             loader = make_dataloader(self.dataset(rows), batch_size=hp["eval_batch_size"])
             targets.ensure(loader, compute, on_batch=lambda k: maybe_die("targets", t + 1, k))
@@ -229,7 +244,7 @@ class SLUStrategy:
         tokens = decode_dataset(
             model, self.dataset(test_rows), beam_size=hp["test_beam_size"], batch_size=hp["eval_batch_size"],
             max_len=hp["max_decode_len"], device=self.device, precision=hp["eval_precision"],
-            desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
+            length_penalty=hp["length_penalty"], desc=f"test after task {t + 1}", progress=not hp["noprogressbar"],
             on_batch=lambda k: maybe_die("eval", t + 1, k),
         )  # fmt: skip
         if not if_main_process():

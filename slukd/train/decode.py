@@ -30,11 +30,16 @@ def autocast(device: str | torch.device, precision: str | torch.dtype | None):
     return torch.autocast(device_type=dev, dtype=precision, enabled=precision is not None)
 
 
-def decode(model, enc: torch.Tensor, lens: torch.Tensor, beam_size: int, max_len: int) -> list[list[int]]:
-    """Best hypothesis per item (token lists without bos/eos): beam search, or greedy when ``beam_size`` is 1."""
+def decode(
+    model, enc: torch.Tensor, lens: torch.Tensor, beam_size: int, max_len: int, length_penalty: float | None = None
+) -> list[list[int]]:
+    """Best hypothesis per item (token lists without bos/eos): beam search, or greedy when ``beam_size`` is 1.
+    ``length_penalty`` (alpha): the SLU authors' beam score, sum_t log p_t / ((5 + t) / 6)^alpha (None: the running
+    sum divided by the length)."""
     if beam_size <= 1:
         return greedy_search(model, enc, lens, max_len=max_len)
-    return [h[0].tokens for h in beam_search(model, enc, lens, beam_size=beam_size, max_len=max_len)]
+    hyps = beam_search(model, enc, lens, beam_size=beam_size, max_len=max_len, length_penalty=length_penalty)
+    return [h[0].tokens for h in hyps]
 
 
 @torch.no_grad()
@@ -50,6 +55,7 @@ def decode_dataset(
     desc: str = "decode",
     on_batch: Callable[[int], None] | None = None,
     shard: bool = True,
+    length_penalty: float | None = None,
 ) -> dict[str, list[int]]:
     """{item ID: best hypothesis token list} over ``dataset`` (see the module docstring). The model is put in
     eval mode for the call; ``on_batch(k)`` is called after the k-th batch this process decodes (1-based)."""
@@ -69,7 +75,7 @@ def decode_dataset(
             wavs, lens = batch.sig
             with autocast(device, precision):
                 enc = model.encode(wavs, lens)
-                hyps = decode(model, enc, lens, beam_size, max_len)
+                hyps = decode(model, enc, lens, beam_size, max_len, length_penalty)
             for item_id, h in zip(batch.id, hyps):
                 out[item_id] = [int(t) for t in h]
             k += 1
@@ -105,7 +111,14 @@ def pooled_features(
 
 
 def teacher_target_fn(
-    teacher, beam_size: int, max_len: int, device: str, precision: str | torch.dtype | None, hyps: bool, emb: bool
+    teacher,
+    beam_size: int,
+    max_len: int,
+    device: str,
+    precision: str | torch.dtype | None,
+    hyps: bool,
+    emb: bool,
+    length_penalty: float | None = None,
 ) -> Callable[[Any], tuple[list[list[int]] | None, torch.Tensor | None]]:
     """``compute(batch) -> (hypotheses, pooled embeddings [B, D])`` for :meth:`TeacherTargets.ensure`: the teacher
     run as it is evaluated (same decoding, same precision)."""
@@ -115,7 +128,7 @@ def teacher_target_fn(
         wavs, lens = batch.sig
         with autocast(device, precision):
             enc = teacher.run(lambda m: m.encode(wavs, lens))
-            out_hyps = teacher.run(lambda m: decode(m, enc, lens, beam_size, max_len)) if hyps else None
+            out_hyps = teacher.run(lambda m: decode(m, enc, lens, beam_size, max_len, length_penalty)) if hyps else None
         out_emb = masked_mean(enc.float(), lens) if emb else None
         return out_hyps, out_emb
 

@@ -28,7 +28,7 @@ def test_every_row_loads_on_both_bases_and_names_itself(recipe):
     rows = sorted(p for p in folder.glob("*.yaml") if not p.stem.startswith("base"))
     assert rows and {p.name for p in folder.glob("base*.yaml")} == {"base.yaml", "base_gpu.yaml", "base_paper.yaml"}
     for path in rows:
-        for base in ("base.yaml", "base_gpu.yaml"):
+        for base in ("base.yaml", "base_gpu.yaml", "base_paper.yaml"):
             hp, text = load_hparams(path, f"base: {base}")
             assert hp["row"] == path.stem, path
             terms = hp["kd_terms"] + hp["extra_kd_terms"]
@@ -146,3 +146,104 @@ def test_no_function_over_about_80_lines_without_a_reason():
                 if n > limit:
                     too_long.append(f"{rel}:{node.lineno} {node.name} ({n} lines)")
     assert not too_long, "functions over about 80 lines: " + ", ".join(too_long)
+
+
+#: the SLU authors' configuration (SLURP_CL_example: main_SLURP_example.py, model_SpeechBrain.py, slurp_aug.py), as
+#: base_paper.yaml must resolve it for every row (see the YAML's comments for the source of each value)
+SLU_PAPER = {
+    "corpus": "slurp", "use_synthetic": True, "headset_only": False, "max_duration": 7.0, "max_audio_seconds": None,
+    "audio_check": True, "sample_rate": 16000, "vocab_size": 1000, "tokenizer_type": "bpe",
+    "memory_per_class": 70, "number_of_epochs": 40, "later_task_epochs": [25, 15], "batch_size": 32, "lr": 5e-5,
+    "encoder_lr": None, "warmup_steps": 0, "weight_decay": 0.1, "label_smoothing": 0.0, "ctc_weight": 0.0,
+    "dropout": 0.1, "max_grad_norm": float("inf"), "precision": "fp32", "eval_precision": "fp32",
+    "test_beam_size": 20, "pseudo_beam_size": 20, "length_penalty": 0.6, "max_decode_len": 130,
+    "pretrained_folder": "facebook/wav2vec2-base-960h", "ssl_freeze": "partial", "ssl_freeze_layers": 0,
+    "d_model": 768, "nhead": 8, "num_decoder_layers": 6, "d_ffn": 3072, "kd_mode": "alpha",
+}  # fmt: skip
+SLU_PAPER_MODEL = {"source": "facebook/wav2vec2-base-960h", "freeze": "partial", "freeze_layers": 0, "d_model": 768,
+                   "nhead": 8, "num_decoder_layers": 6, "d_ffn": 3072, "dropout": 0.1, "ctc": False}  # fmt: skip
+
+
+def test_slu_paper_base_is_the_authors_configuration():
+    """Every row on base_paper.yaml resolves to the authors' values (the memory rows keep their own size: 1% = 70
+    per scenario, 5% as a fraction), the optimiser and the model get them, and every setting of the file names its
+    source in a comment."""
+    import functools
+
+    from slukd.models.pretrained import build_ssl_seq2seq
+    from slukd.train import WarmupConstant
+
+    folder = REPO / "hparams" / "slurp_incremental"
+    for path in sorted(folder.glob("*.yaml")):
+        if path.stem.startswith("base"):
+            continue
+        hp, _ = load_hparams(path, "base: base_paper.yaml")
+        want = {k: v for k, v in SLU_PAPER.items() if k not in load_tree(path)}  # what the row itself sets is its own
+        if path.stem == "rehearsal_5pct":
+            want["memory_per_class"] = None
+            assert hp["memory_fraction"] == 0.05
+        elif hp["memory"] != "none":
+            assert hp["memory_fraction"] is None, path.stem
+        got = {k: hp[k] for k in want}
+        assert got == want, f"{path.stem}: " + ", ".join(f"{k}={got[k]!r} (want {v!r})" for k, v in want.items()
+                                                         if got[k] != v)  # fmt: skip
+        model = hp["model"]
+        assert isinstance(model, functools.partial) and model.func is build_ssl_seq2seq
+        assert {k: model.keywords[k] for k in SLU_PAPER_MODEL} == SLU_PAPER_MODEL
+        opt = hp["opt_class"]
+        assert opt.func.__name__ == "AdamW" and tuple(opt.keywords["betas"]) == (0.9, 0.98)
+        assert opt.keywords["eps"] == 1e-6 and opt.keywords["weight_decay"] == 0.1 and opt.keywords["lr"] == 5e-5
+        sched = hp["lr_schedule"]
+        assert isinstance(sched, WarmupConstant) and sched.factor(0) == sched.factor(10**6) == 1.0
+    # the epochs of each task: 40, 25, then 15 (main_SLURP_example.py: epochs = [40, 25, 15, 15, 15, 15])
+
+    from slukd.slu.strategy import task_epochs
+
+    assert [task_epochs(40, [25, 15], t) for t in range(6)] == [40, 25, 15, 15, 15, 15]
+    assert [task_epochs(10, None, t) for t in range(3)] == [10, 10, 10]
+    assert [task_epochs(10, 4, t) for t in range(3)] == [10, 4, 4]
+    with pytest.raises(ValueError, match="later_task_epochs"):
+        task_epochs(10, [0], 1)
+    _assert_every_setting_names_its_source(folder / "base_paper.yaml")
+
+
+def _assert_every_setting_names_its_source(path):
+    """Each top-level setting line of ``path`` (except base: and nested lines) carries a [source] tag, on its line or
+    in the comment block right above it."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        if not line or line[0] in " #" or line.startswith("base:"):
+            continue
+        above = []
+        j = i - 1
+        while j >= 0 and lines[j].startswith("#"):
+            above.append(lines[j])
+            j -= 1
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        text = line + " " + " ".join(above) + (nxt if nxt.startswith(" " * 30 + "#") else "")
+        if not any(tag in text for tag in ("[main]", "[model]", "[data]", "[paper]", "[ours]", "[code]")):
+            missing.append(line.split(":")[0])
+    assert not missing, f"{path.name}: settings without a source: {missing}"
+
+
+def test_captioning_paper_base_is_the_papers_pair():
+    """Every captioning row on base_paper.yaml trains the paper's pair: the HTSAT + BART-base teacher, the
+    EfficientNet-B2 student with a 2-layer d256 decoder on the paper's front end, captions capped at 20 words, seq-KD on
+    the teacher's beam-3 captions; the KD rows sum the losses with unit weights (L = L_sup + L_seq + L_enc)."""
+    from slukd.models.paper_caption import PAPER_STUDENT_SPEC, paper_student, paper_teacher
+
+    folder = REPO / "hparams" / "captioning_kd"
+    assert PAPER_STUDENT_SPEC["d_model"] == 256 and PAPER_STUDENT_SPEC["nhead"] == 4
+    assert PAPER_STUDENT_SPEC["num_decoder_layers"] == 2 and PAPER_STUDENT_SPEC["d_ffn"] == 1024
+    assert PAPER_STUDENT_SPEC["cnn"]["width"] == 1.1 and PAPER_STUDENT_SPEC["cnn"]["depth"] == 1.2  # B2 scaling
+    for path in sorted(folder.glob("*.yaml")):
+        if path.stem.startswith("base"):
+            continue
+        hp, _ = load_hparams(path, "base: base_paper.yaml")
+        assert hp["teacher_model"].func is paper_teacher and hp["student_model"].func is paper_student
+        assert hp["student_model"].keywords["spec"] is None  # None: PAPER_STUDENT_SPEC
+        assert hp["max_caption_words"] == 20 and hp["test_beam_size"] == 3 and hp["sample_rate"] == 16000
+        for key in ("seq_kd_weight", "enc_kd_weight"):
+            assert hp[key] in (0.0, 1.0), f"{path.stem}: {key} {hp[key]}"
+    _assert_every_setting_names_its_source(folder / "base_paper.yaml")

@@ -94,6 +94,33 @@ def test_nbest_scores_are_length_normalised_log_probs(trained):
             assert abs(float(total) / (len(seq) - 1) - h.score) < 1e-4
 
 
+def _authors_score(lps: list[float], alpha: float) -> float:
+    """The SLU authors' beam score of one hypothesis: the step-t log-prob (t = 1, 2, ...) over ((5 + t) / 6)^alpha."""
+    return sum(lp / ((5 + t) / 6) ** alpha for t, lp in enumerate(lps, start=1))
+
+
+def test_length_penalty_scores_are_the_authors_formula(trained):
+    """With length_penalty=alpha the stored score of a hypothesis is sum_t log p_t / ((5 + t) / 6)^alpha (no division
+    by the length); the best hypothesis is the top one by that score among the beam's, and the penalty changes some
+    results against the length-normalised ranking (so the option is in effect)."""
+    m, enc, lens, _ = trained
+    res = beam_search(m, enc, lens, beam_size=5, nbest=5, length_penalty=0.6)
+    for i, hyps in enumerate(res):
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        for h in hyps:
+            seq = [m.bos_index] + h.tokens + ([m.eos_index] if h.finished else [])
+            with torch.no_grad():
+                lp = torch.log_softmax(m.decode(enc[i : i + 1], lens[i : i + 1], torch.tensor([seq[:-1]])), -1)[0]
+            steps = lp[torch.arange(len(seq) - 1), torch.tensor(seq[1:])].tolist()
+            assert abs(_authors_score(steps, 0.6) - h.score) < 1e-4 * max(1.0, abs(h.score))
+    # alpha = 0: the plain sum of log-probs, i.e. length_normalization=False
+    plain = beam_search(m, enc, lens, beam_size=5, length_normalization=False)
+    zero = beam_search(m, enc, lens, beam_size=5, length_penalty=0.0)
+    assert [h[0].tokens for h in zero] == [h[0].tokens for h in plain]
+    normed = beam_search(m, enc, lens, beam_size=5, nbest=5)
+    assert any([h.score for h in a] != [h.score for h in b] for a, b in zip(res, normed))
+
+
 def test_items_finish_independently(trained):
     """An item decodes the same alone and inside a batch of items with other lengths."""
     m, enc, lens, _ = trained

@@ -52,6 +52,8 @@ BEAM_OPTIONS = [
     {"max_decode_ratio": 0.3},
     {"temperature": 1.7, "beam_size": 3},
     {"beam_size": 1},
+    {"length_penalty": 0.6, "nbest": 3},
+    {"length_penalty": 0.6, "max_len": 4, "beam_size": 20},
 ]
 
 

@@ -59,3 +59,26 @@ def test_real_slurp_targets_round_trip(tmp_path, shared_slurp):
     tok = train_tokenizer(targets, tmp_path / "tok", 1000, special_tokens(SLURP_INTENTS, SLURP_ENTITY_TYPES))
     assert all(tok.decode(tok.encode(t)) == t for t in targets)
     assert json.dumps(rows[0]["entities"])  # decoded list from the manifest
+
+
+def _is_bpe(tok: Tokenizer) -> bool:
+    """A SentencePiece BPE model scores its merged pieces by rank (0, -1, -2, ...); a unigram model by log-prob."""
+    scores = [tok.sp.GetScore(i) for i in range(4, tok.vocab_size)]
+    return all(float(s).is_integer() for s in scores)
+
+
+def test_the_slu_run_trains_the_tokenizer_type_its_config_names(tmp_path):
+    """prepare_tokenizer honours ``tokenizer_type`` (the SLU paper: BPE); unigram stays the default of base.yaml."""
+    from slukd.config import load_hparams
+    from slukd.slu.prepare import SLUData, prepare_tokenizer
+    from tests.conftest import REPO
+
+    rows = [{"target": t, "intent": "alarm_set", "entities": []} for t in TEXTS]
+    data = SLUData(rows={"train": rows, "devel": [], "test": []}, root=str(tmp_path))
+    made = {}
+    for kind in ("bpe", "unigram"):
+        made[kind] = prepare_tokenizer({"vocab_size": 1000, "tokenizer_type": kind}, tmp_path / kind, data)
+        assert [made[kind].decode(made[kind].encode(t)) for t in TEXTS] == TEXTS
+    assert _is_bpe(made["bpe"]) and not _is_bpe(made["unigram"])
+    hp, _ = load_hparams(REPO / "hparams" / "slurp_incremental" / "seq_kd.yaml")
+    assert hp["tokenizer_type"] == "unigram"

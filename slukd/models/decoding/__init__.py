@@ -17,6 +17,10 @@ Beam search follows SpeechBrain's ``S2SBeamSearcher`` (1.1.2) where it defines t
   ``using_eos_threshold``), EOS is only allowed when ``log p(eos) > eos_threshold * max_v log p(v)``;
 - the result is the top ``nbest`` of the finished hypotheses by score.
 
+``length_penalty=alpha`` replaces the length normalisation by the SLU authors' scoring (their public
+``beam_search``): the log-prob of the token chosen at step t (1-based) is divided by ``((5 + t) / 6) ** alpha``
+before it joins the running score, and hypotheses are ranked by that running score.
+
 Lengths: SpeechBrain bounds every utterance of a batch by ``int(ratio * T')`` with T' the *padded* number of encoder
 frames; here each utterance is bounded by ``int(ratio * its valid frames)`` (``round(wav_len * T')``), so results do
 not depend on the batch. ``speechbrain_compat=True`` restores SpeechBrain's batch-level bounds and its handling of

@@ -94,12 +94,14 @@ class _StaticSearch:
         length_normalization: bool,
         eos_threshold: float | None,
         temperature: float,
+        length_penalty: float | None = None,
     ) -> None:
         dev = enc.device
         self.model_ref = weakref.ref(model)
         self.b, self.k, self.t_max, self.v = enc.shape[0], group, t_max, model.vocab_size
         self.greedy, self.length_normalization = greedy, length_normalization
         self.eos_threshold, self.temperature = eos_threshold, temperature
+        self.length_penalty = length_penalty
         self.eos, self.bos = model.eos_index, model.bos_index
         n = self.b * group
         # even: a captured graph runs two steps per replay (the cache's double buffer), possibly one past t_max
@@ -168,8 +170,10 @@ class _StaticSearch:
             t.add_(1)
             return
         b, k, v = self.b, self.k, self.v
+        if self.length_penalty is not None:  # step t + 1 scaled by ((5 + t + 1) / 6) ** alpha (no normalisation)
+            lp.div_(((self.t1f + 5.0) / 6.0).pow_(self.length_penalty))
         scores = lp.add_(self.sum_scores[:, None])
-        if self.length_normalization:
+        if self.length_normalization and self.length_penalty is None:
             scores.div_(self.t1f)
         top, cand = scores.view(b, k * v).topk(k, dim=-1)  # [B, K]
         torch.remainder(cand, v, out=self.inp.view(b, k))  # the tokens
@@ -177,7 +181,7 @@ class _StaticSearch:
         self.cache.reorder_(pred)
         self.tok_hist.index_copy_(0, t, cand.view(1, -1))
         self.score_hist.index_copy_(0, t, top.view(1, -1))
-        if self.length_normalization:
+        if self.length_normalization and self.length_penalty is None:
             torch.mul(top.view(-1), self.t1f, out=self.sum_scores)
         else:
             self.sum_scores.copy_(top.view(-1))
@@ -340,16 +344,23 @@ def _static_search(
     length_normalization: bool = True,
     eos_threshold: float | None = None,
     temperature: float = 1.0,
+    length_penalty: float | None = None,
 ) -> tuple[_StaticSearch, int] | None:
     """Run the static search (captured or eager); None when an automatic graph capture failed (caller falls back)."""
     global _capture_failed
     t_max = max(max_steps)
     kw = dict(
-        greedy=greedy, length_normalization=length_normalization, eos_threshold=eos_threshold, temperature=temperature
+        greedy=greedy,
+        length_normalization=length_normalization,
+        eos_threshold=eos_threshold,
+        temperature=temperature,
+        length_penalty=length_penalty,
     )
     runner = None
     if cuda_graph:
-        key = _graph_key(model, enc, group, t_max, greedy, (length_normalization, eos_threshold, temperature))
+        key = _graph_key(
+            model, enc, group, t_max, greedy, (length_normalization, eos_threshold, temperature, length_penalty)
+        )
         runner = _GRAPH_CACHE.get(key)
         if runner is not None and runner.model_ref() is model:
             _GRAPH_CACHE.move_to_end(key)

@@ -158,8 +158,13 @@ def beam_search(
     *,
     static: bool | None = None,
     cuda_graph: bool | None = None,
+    length_penalty: float | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search (see the package docstring). enc [B, T', D] -> per utterance its top ``nbest`` hypotheses.
+
+    ``length_penalty`` (alpha, None: off): the SLU authors' scoring instead of ``length_normalization``: the
+    log-prob of the token chosen at step t (1-based) is divided by ``((5 + t) / 6) ** alpha`` before it is added to
+    the running score, and hypotheses are ranked by that sum, ``score = sum_t log p_t / ((5 + t) / 6) ** alpha``.
 
     ``static`` / ``cuda_graph``: the shape-static path, captured in a CUDA graph (see :mod:`.cuda_graph`); None =
     automatic (graph on CUDA in eval mode, the dynamic path elsewhere). Both paths give the same hypotheses.
@@ -184,12 +189,22 @@ def beam_search(
             length_normalization=length_normalization,
             eos_threshold=eos_threshold,
             temperature=temperature,
+            length_penalty=length_penalty,
         )
         if res is not None:
             runner, t_run = res
             return runner.beam_results(t_run, max_steps, nbest, speechbrain_compat)
     finished = _beam_dynamic(
-        model, enc, wav_lens, beam_size, min_steps, max_steps, length_normalization, eos_threshold, temperature
+        model,
+        enc,
+        wav_lens,
+        beam_size,
+        min_steps,
+        max_steps,
+        length_normalization,
+        eos_threshold,
+        temperature,
+        length_penalty,
     )
     return _top_hypotheses(finished, nbest, speechbrain_compat)
 
@@ -204,6 +219,7 @@ def _beam_dynamic(
     length_normalization: bool,
     eos_threshold: float | None,
     temperature: float,
+    length_penalty: float | None = None,
 ) -> _Finished:
     """The dynamic beam loop over live rows N = n_a * k (n_a live utterances); returns the finished lists.
 
@@ -230,13 +246,16 @@ def _beam_dynamic(
         if eos_threshold is not None:
             allowed = log_probs[:, eos] > eos_threshold * log_probs.max(dim=-1).values
             log_probs[:, eos] = log_probs[:, eos].masked_fill(~allowed, MINUS_INF)
+        if length_penalty is not None:  # the authors' per-step scaling replaces the normalisation
+            log_probs = log_probs / ((5.0 + t + 1) / 6.0) ** length_penalty
+        norm = length_normalization and length_penalty is None
         scores = sum_scores[:, None] + log_probs
-        if length_normalization:
+        if norm:
             scores = scores / (t + 1)
         top, cand = scores.view(n_a, k * v).topk(k, dim=-1)  # [n_a, K]
         tokens = (cand % v).view(-1)
         pred = (torch.div(cand, v, rounding_mode="floor") + offsets[:n_a]).view(-1)
-        sum_scores = (top * (t + 1) if length_normalization else top).view(-1)
+        sum_scores = (top * (t + 1) if norm else top).view(-1)
         state = model.reorder_state(state, pred, same_items=True)
         seq = torch.cat([seq.index_select(0, pred), tokens[:, None]], dim=1)
         is_eos = tokens == eos
