@@ -74,11 +74,17 @@ class SqueezeExcite(nn.Module):
         else:
             denom = (mask.sum(dim=(2, 3), keepdim=True) * x.shape[3]).clamp(min=1.0)
             s = (x * mask).sum(dim=(2, 3), keepdim=True) / denom
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        gate = torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        if torch.is_inference_mode_enabled() and not x.requires_grad:
+            return x.mul_(gate)  # inference: no autograd needs x, so no new [B, C, T, F] tensor
+        return x * gate
 
 
 class MBConv(nn.Module):
     """Mobile inverted bottleneck block (see the module docstring)."""
+
+    #: (conv, BatchNorm owner, BatchNorm name) that :func:`slukd.models.inference_opt.optimize_for_inference` folds
+    bn_folds = (("dw", "dw_post", "0"),)
 
     def __init__(
         self, c_in: int, c_out: int, expand: int, kernel: int, stride: tuple[int, int], se_ratio: float = 0.25
