@@ -1,4 +1,4 @@
-"""Inference-only rewrites of a trained model that keep its outputs (up to float rounding): :func:`optimize_for_inference`.
+"""Inference-only rewrites that keep a trained model's outputs (up to float rounding): :func:`optimize_for_inference`.
 
 Applied the same way to any model (teacher or student); each rewrite acts only where its pattern occurs:
 
@@ -12,7 +12,8 @@ Applied the same way to any model (teacher or student); each rewrite acts only w
 - channels_last memory format for every 4-D convolution weight.
 
 ``torch.compile`` is not part of it: measured on the 2-core CPU VM it made the EfficientNet-B2 student's encoder
-slower (333 vs 142 ms per clip at batch 8, inductor with freezing) after an 8-minute compile (docs/deploy_captioning.md).
+slower (333 vs 142 ms per clip at batch 8, inductor with freezing) after an 8-minute compile
+(docs/deploy_captioning.md).
 """
 
 from __future__ import annotations
