@@ -477,3 +477,21 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def use_onnx(captioner: Any, folder: str | os.PathLike, int8: bool = False) -> Any:
+    """Make a :class:`slukd.inference.Captioner` decode with the ONNX export in ``folder`` (CPU, onnxruntime):
+    its model becomes an :class:`OnnxStudent`; the export must match the run's vocabulary and sample rate."""
+    onnx_model = OnnxStudent(folder, int8=int8, threads=torch.get_num_threads())
+    where = Path(folder) / "student.json"
+    if onnx_model.vocab_size != captioner.vocab.vocab_size:
+        raise ValueError(
+            f"{where}: vocab_size {onnx_model.vocab_size}, but the run's vocabulary has {captioner.vocab.vocab_size} "
+            "words (export this run: python -m slukd.export.onnx_student)"
+        )
+    if onnx_model.sample_rate != captioner.sample_rate:
+        raise ValueError(f"{where}: sample_rate {onnx_model.sample_rate}, the run's is {captioner.sample_rate}")
+    if onnx_model.max_positions < captioner.max_decode_len + 1:
+        raise ValueError(f"{where}: max_positions {onnx_model.max_positions} < the run's max_decode_len + 1")
+    captioner.model, captioner.device, captioner.precision = onnx_model, "cpu", "fp32"
+    return captioner
