@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if not batch_sizes or min(batch_sizes) < 1:
         p.error(f"batch sizes must be >= 1, got {batch_sizes}")
     models = {name: build(preset, name).to(device).eval() for name in ("teacher", "student")}
+    params = {k: count_parameters(m) for k, m in models.items()}  # as trained (before batch-norm folding)
     rewrites = {k: {} if args.no_optimize else optimize_for_inference(m) for k, m in models.items()}
-    params = {k: count_parameters(m) for k, m in models.items()}
     paths = {k: decoding_path(m, device, args.dynamic) for k, m in models.items()}
     print(
         f"preset={args.preset} device={device} {torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}"
