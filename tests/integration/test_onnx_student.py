@@ -49,6 +49,8 @@ def test_optimize_for_inference_keeps_outputs():
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert done["bn_folded"] == n_bn > 0 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     assert done["inplace_activations"] > 0
+    if torch.backends.mkldnn.is_available():  # conv + SiLU (MBConv, stem, head) and linear + GELU (decoder FFN)
+        assert done["act_fused"] > 0
     wavs, lens = _clips()
     with torch.inference_mode():
         for w, ln in ((wavs, lens), (wavs, torch.ones(3))):  # padded and unpadded (mask-free) paths
@@ -56,6 +58,38 @@ def test_optimize_for_inference_keeps_outputs():
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
         ref = beam_search(model, model.encode(wavs, lens), lens, beam_size=3, max_len=10)
         got = beam_search(fast, fast.encode(wavs, lens), lens, beam_size=3, max_len=10)
+    assert [h[0].tokens for h in got] == [h[0].tokens for h in ref]
+
+
+def test_optimize_for_inference_keeps_teacher_outputs():
+    """The same rewrites on a tiny HTSAT + BART teacher (GELU fused into its Swin MLPs and BART FFNs)."""
+    pytest.importorskip("transformers")
+    from slukd.models.paper_caption import paper_teacher
+
+    torch.manual_seed(0)
+    htsat = {
+        "spec_size": 64,
+        "num_mel_bins": 16,
+        "patch_embeds_hidden_size": 16,
+        "depths": [1, 1],
+        "num_attention_heads": [1, 2],
+        "window_size": 4,
+        "hidden_size": 32,
+        "hidden_dropout_prob": 0.0,
+    }
+    bart = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "dropout": 0.0}  # fmt: skip
+    teacher = paper_teacher(40, htsat_config=htsat, bart_config=bart, n_mels=16).eval()
+    fast = copy.deepcopy(teacher)
+    done = optimize_for_inference(fast)
+    if torch.backends.mkldnn.is_available():
+        assert done["act_fused"] == 2 + 2  # one MLP per Swin block, one FFN per BART layer
+    wavs, lens = _clips()
+    with torch.inference_mode():
+        torch.testing.assert_close(fast.encode(wavs, lens), teacher.encode(wavs, lens), rtol=1e-4, atol=1e-4)
+        enc = teacher.encode(wavs, lens)
+        ref = beam_search(teacher, enc, lens, beam_size=3, max_len=8)
+        got = beam_search(fast, fast.encode(wavs, lens), lens, beam_size=3, max_len=8)
     assert [h[0].tokens for h in got] == [h[0].tokens for h in ref]
 
 
