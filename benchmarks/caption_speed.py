@@ -22,6 +22,12 @@ teacher/student ratio, for each batch size of ``--batch_sizes`` (default: the pr
 batch size times ``max(--n_clips, batch size)`` clips. The decoding path is printed per model: on CUDA the project's
 Seq2Seq takes the CUDA-graph path, the BART teacher (transformers' cache) the dynamic one; ``--dynamic`` makes both
 dynamic. The BART teacher's own encoder runs at the start of decoding (counted in "dec").
+
+Both models get the same inference rewrites (:func:`slukd.models.inference_opt.optimize_for_inference`: batch-norm
+folding into the convolution before it, in-place activations, channels_last convolution weights; each applies where
+its pattern occurs, the counts are printed per model); ``--no_optimize`` times the models as built. Both run under
+``torch.inference_mode``. ``torch.compile`` is not used: on the 2-core CPU VM it made the student's encoder slower
+(docs/deploy_captioning.md).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import torch
 
 from slukd.captioning.models import build_model
 from slukd.models.decoding import beam_search
+from slukd.models.inference_opt import optimize_for_inference
 from slukd.models.seq2seq import count_parameters
 
 
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for both models")
     p.add_argument("--dynamic", action="store_true", help="the dynamic decoding path for both models (no CUDA graph)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no_optimize", action="store_true", help="no inference rewrites (optimize_for_inference)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if not batch_sizes or min(batch_sizes) < 1:
         p.error(f"batch sizes must be >= 1, got {batch_sizes}")
     models = {name: build(preset, name).to(device).eval() for name in ("teacher", "student")}
-    params = {k: count_parameters(m) for k, m in models.items()}
+    params = {k: count_parameters(m) for k, m in models.items()}  # as trained (before batch-norm folding)
+    rewrites = {k: {} if args.no_optimize else optimize_for_inference(m) for k, m in models.items()}
     paths = {k: decoding_path(m, device, args.dynamic) for k, m in models.items()}
     print(
         f"preset={args.preset} device={device} {torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}"
@@ -187,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in models.items():
         print(
             f"  {name}: {type(m).__name__} + {type(m.encoder).__name__}, {params[name] / 1e6:.2f}M parameters, "
-            f"vocab {m.vocab_size}, encoder_dim {m.encoder_dim}, decoding path {paths[name]}"
+            f"vocab {m.vocab_size}, encoder_dim {m.encoder_dim}, decoding path {paths[name]}, "
+            f"inference rewrites {rewrites[name] or 'none'}"
         )
     summary = []
     for bs in batch_sizes:

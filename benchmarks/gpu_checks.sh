@@ -22,8 +22,14 @@ for w in $what; do
     caption)
       # the papers' real architectures (HTSAT + BART vs EfficientNet-B2) when transformers is there, else the stand-in
       preset=paper; python3 -c "import transformers" 2>/dev/null && preset=paper_real
+      # teacher and student at batch 1, 8 and 64 (the same inference rewrites for both; the student's Seq2Seq decodes
+      # through a CUDA graph, the BART teacher dynamically), in bf16 autocast and in fp32
       echo "caption_speed preset: $preset" | tee "$OUT/caption_speed.txt"
-      timeout 300 python3 benchmarks/caption_speed.py --preset $preset --device cuda --bf16 2>&1 | tee -a "$OUT/caption_speed.txt" ;;
+      for prec in --bf16 ""; do
+        echo "== caption_speed --batch_sizes 1,8,64 ${prec:-fp32}" | tee -a "$OUT/caption_speed.txt"
+        timeout 240 python3 benchmarks/caption_speed.py --preset $preset --device cuda --batch_sizes 1,8,64 \
+          --n_clips 64 $prec 2>&1 | tee -a "$OUT/caption_speed.txt"
+      done ;;
     slu)
       # continual rows on the demo corpus, 3 seeds, through the one sweep command (resumable: calling this again on
       # the same machine continues; `slukd report` lists any run that did not finish apart, never in a mean).

@@ -507,6 +507,10 @@ def _parser(prog: str, mode: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--batch_size", type=int, default=8, help="files decoded together (default: 8)")
     p.add_argument("--beam_size", type=int, default=None, help="beam size (default: the run's test_beam_size)")
+    if mode == "caption":
+        p.add_argument("--onnx", default=None, metavar="DIR", help="decode with this ONNX export of the run's model "
+                       "(python -m slukd.export.onnx_student RUN_DIR DIR; needs onnxruntime)")  # fmt: skip
+        p.add_argument("--int8", action="store_true", help="with --onnx: its int8-quantised graphs")
     p.add_argument(
         "--export", default=None, metavar="OUT_DIR",
         help="write a SpeechBrain pretrained-interface folder (foreign_class) for the model to OUT_DIR",
@@ -561,6 +565,13 @@ def _run_cli(args: argparse.Namespace, mode: str) -> int:
         return 0
     model = from_run(args.run_dir, task=task, device=args.device, beam_size=args.beam_size,
                      batch_size=args.batch_size)  # fmt: skip
+    if getattr(args, "onnx", None):
+        from slukd.export.onnx_student import use_onnx
+
+        try:
+            use_onnx(model, args.onnx, int8=args.int8)
+        except (ValueError, FileNotFoundError, ImportError) as err:
+            raise InferenceError(str(err)) from err
     _check_files(args.audio, model.sample_rate)
     if isinstance(model, SLUModel):
         rows = model.understand_files(args.audio)

@@ -53,8 +53,11 @@ def _time_mask(rel_lens: Tensor, t: int) -> Tensor:
 def _pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
     """A 1x1 convolution as one matrix product over channels: [B, C, T, F] -> [B, C', T, F] (channels-last memory).
 
-    Same weights and result as ``conv(x)``; CPU 1x1 convolutions otherwise take a slow im2col path.
+    Same weights and result as ``conv(x)``; CPU 1x1 convolutions otherwise take a slow im2col path. A fused
+    convolution + activation of :func:`slukd.models.inference_opt.optimize_for_inference` is called as it is.
     """
+    if not isinstance(conv, nn.Conv2d):
+        return conv(x)
     y = F.linear(x.permute(0, 2, 3, 1), conv.weight.flatten(1), conv.bias)  # [B, T, F, C']
     return y.permute(0, 3, 1, 2)
 
@@ -74,11 +77,19 @@ class SqueezeExcite(nn.Module):
         else:
             denom = (mask.sum(dim=(2, 3), keepdim=True) * x.shape[3]).clamp(min=1.0)
             s = (x * mask).sum(dim=(2, 3), keepdim=True) / denom
-        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        gate = torch.sigmoid(self.expand(self.act(self.reduce(s))))
+        if torch.is_inference_mode_enabled() and not x.requires_grad:
+            return x.mul_(gate)  # inference: no autograd needs x, so no new [B, C, T, F] tensor
+        return x * gate
 
 
 class MBConv(nn.Module):
     """Mobile inverted bottleneck block (see the module docstring)."""
+
+    #: (conv, BatchNorm owner, BatchNorm name) that :func:`slukd.models.inference_opt.optimize_for_inference` folds
+    bn_folds = (("dw", "dw_post", "0"),)
+    #: (conv, activation owner, activation name) fused into one kernel by optimize_for_inference
+    act_fusions = (("dw", "dw_post", "1"),)
 
     def __init__(
         self, c_in: int, c_out: int, expand: int, kernel: int, stride: tuple[int, int], se_ratio: float = 0.25
