@@ -27,6 +27,7 @@ import torch
 from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.utils.distributed import if_main_process
 
+from slukd.checks import check_slu
 from slukd.continual import ContinualRunner, RehearsalMemory
 from slukd.continual.first_task import FirstTaskCache, code_fingerprint
 from slukd.continual.memory import memory_budget
@@ -262,7 +263,7 @@ class SLURPIncremental:
 
 
 def main(argv: list[str]) -> int:
-    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/slurp_incremental.py")
+    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/slurp_incremental.py", check=check_slu)
     out = Path(hparams["output_folder"])
     set_audio_cache(hparams["audio_cache_mb"])
 
