@@ -202,8 +202,10 @@ def model_card(run_dir: PathLike, kind: str, what: str, settings: dict[str, Any]
             f"- Role: {res.get('role', '?')}; KD: {res.get('kd', '?')}; parameters: {res.get('params', '?')}.",
         ]
         if test:
-            scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in test.items() if k in ("CIDEr_D", "BLEU_4", "METEOR",
-                                                                                      "ROUGE_L", "SPIDEr"))  # fmt: skip
+            names = ("CIDEr_D", "BLEU_4", "METEOR", "ROUGE_L", "SPIDEr")
+            scores = ", ".join(
+                f"{k} {100 * v:.2f}" for k, v in test.items() if k in names and isinstance(v, (int, float))
+            )
             lines.append(f"- Test scores of the run (percent, n = {test.get('n', '?')}): {scores}.")
     corpus, data = flat.get("corpus", "?"), flat.get("data_folder", "?")
     lines += [
