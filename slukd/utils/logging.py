@@ -43,6 +43,8 @@ def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | 
         root.addHandler(handler)
         root.setLevel(level)
         logging.getLogger("speechbrain.utils.quirks").setLevel(logging.WARNING)  # two INFO lines at every import
+        # "torchvision is not available - cannot save figures" at every import: slukd plots with matplotlib
+        logging.getLogger("speechbrain.utils.train_logger").setLevel(logging.ERROR)
         _CONFIGURED = True
     if log_file is not None:
         path = Path(log_file).resolve()

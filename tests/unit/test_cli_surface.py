@@ -60,3 +60,15 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, capsys):
                  "--set", "numbr_of_epochs=1"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean number_of_epochs" in err[0]
+
+
+def test_recipe_help_puts_each_comment_on_its_own_key():
+    """Comments above a key, after a tagged value, and continued on the next lines belong to their own key."""
+    from slukd.config import describe_hparams
+
+    rows = {k: c for k, _, c in describe_hparams(REPO / "hparams" / "slurp_incremental" / "seq_kd.yaml")}
+    assert rows["kd_terms"].startswith("The KD methods")
+    assert "one per task" in rows["epoch_counter"] and "one per task" not in rows["train_logger"]
+    assert rows["memory_fraction"].endswith("exactly one of memory_per_class and memory_fraction is set")
+    assert rows["tier"].startswith("[tiny|demo|full]")
+    assert not rows["model"].startswith("[")  # the section comment above it is not the model's
