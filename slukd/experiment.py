@@ -13,6 +13,8 @@
 - Under ``torchrun`` the process group is initialised (gloo when there is no CUDA).
 - The recipe's ``check`` (cross-key rules, optional extras, the data folder: :mod:`slukd.checks`) runs before
   anything is written, so a run stopped by its settings never claims its output folder.
+- A run stopped by a user error before any work (no task, checkpoint or result yet) in a folder it created
+  removes that folder again (:func:`main_guard`).
 - The run folder gets ``run_info.json`` and ``hparams_resolved.yaml`` (:func:`slukd.utils.run.record_run`); a folder
   holding a run with other settings is refused, naming the differing settings.
 """
@@ -101,6 +103,8 @@ def start_experiment(
     run_opts = _init_ddp(run_opts)
     rank = int(os.environ.get("RANK", "0") or 0)
     out = Path(hp["output_folder"])
+    global _NEW_FOLDER
+    _NEW_FOLDER = out if rank == 0 and world_size() == 1 and not (out.exists() and any(out.iterdir())) else None
     setup_logging(log_file=out / ("log.txt" if rank == 0 else f"log.rank{rank}.txt"))
     if shortened:
         logger.warning("shortened run (SpeechBrain --debug / --optimizer_step_limit): writing to %s", out)
@@ -111,6 +115,29 @@ def start_experiment(
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return hp, run_opts
+
+
+#: the run folder this process created (None: it existed, or a DDP run); see :func:`_release_unworked_folder`
+_NEW_FOLDER: Path | None = None
+#: entries of a run folder that mean work was done (training, results): a folder holding any is never released
+WORK_OUTPUTS = ("task", "save", "results", "model.ckpt", "teacher_targets", "test_only")
+
+
+def _release_unworked_folder() -> None:
+    """After a user error: remove the run folder this process created when no work was done in it (only set-up:
+    run record, log, manifests, tokenizer), so a run that stopped early does not claim it for its settings."""
+    import shutil
+
+    out = _NEW_FOLDER
+    if out is None or not out.is_dir():
+        return
+    if any(p.name.startswith(WORK_OUTPUTS) for p in out.iterdir()):
+        return
+    for h in list(logging.getLogger().handlers):  # its log file goes with it
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).is_relative_to(out.resolve()):
+            logging.getLogger().removeHandler(h)
+            h.close()
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -164,6 +191,8 @@ def main_guard(main_fn, argv: list[str] | None = None, doc: str = "") -> int:
     ``--verbose`` (or ``SLUKD_VERBOSE=1``); every fatal error also goes to the run's log."""
     from slukd.cli import normalize_option
 
+    global _NEW_FOLDER
+    _NEW_FOLDER = None  # set by start_experiment for this run
     argv = [normalize_option(a) for a in (sys.argv[1:] if argv is None else argv)]  # --key-name = --key_name
     if "--help" in argv or "-h" in argv or not argv:
         print_recipe_help(doc, argv)
@@ -174,6 +203,7 @@ def main_guard(main_fn, argv: list[str] | None = None, doc: str = "") -> int:
         return int(main_fn(argv) or 0)
     except user_errors() as exc:
         log_to_files(logger.name, logging.ERROR, f"run stopped: {type(exc).__name__}: {exc}")  # stderr: once, below
+        _release_unworked_folder()
         if verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)

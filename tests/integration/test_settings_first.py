@@ -97,3 +97,24 @@ def test_a_sweep_with_a_misspelled_key_starts_nothing(tmp_path):
     assert "numbr_of_epochs" in lines[0] and "did you mean number_of_epochs" in lines[0]
     assert "4 of 4 runs refused" in lines[0]
     assert not out.exists() and not (tmp_path / "data").exists()
+
+
+def test_a_run_stopped_by_its_data_before_any_work_releases_its_folder(tmp_path, capsys):
+    """Bad data found after the run record was written (a malformed jsonl line, skip_bad false): the folder this
+    run created holds no work, so it is removed and a later run with other settings may use it."""
+    corpus = tmp_path / "slurp"
+    (corpus / "dataset" / "slurp").mkdir(parents=True)
+    (corpus / "slurp_real").mkdir()
+    for split in ("train", "devel", "test"):
+        (corpus / "dataset" / "slurp" / f"{split}.jsonl").write_text("{not json\n")
+    out = tmp_path / "run"
+    argv = [str(HP / "finetune.yaml"), "--corpus=slurp", f"--data_folder={corpus}", f"--output_folder={out}",
+            "--skip_bad=false", "--first_task_cache=null", "--noprogressbar"]  # fmt: skip
+    rc, err = run_slu(argv, capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+    # a folder that held something before is never removed
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    rc, err = run_slu(argv, capsys)
+    assert rc == 2 and (out / "notes.txt").read_text() == "mine"
