@@ -4,7 +4,9 @@
     slukd sweep captioning --seeds 0 1 2 --jobs 2 -- --device cuda
     slukd sweep slu --executor slurm --per_task --slurm_partition gpu --timeout_min 240 --gpus 1 ...
 
-Every run is one recipe process (``python recipes/<recipe>.py ROW.yaml --output_folder ... [overrides]``). Layout:
+Every run's settings are loaded and checked (:func:`check_plan`, :mod:`slukd.checks`) before the first run starts: a
+bad one stops the sweep with one line. Every run is one recipe process (``python recipes/<recipe>.py ROW.yaml
+--output_folder ... [overrides]``). Layout:
 SLU ``<out>/<split>/<row>/seed<k>`` (the joint row, one task with everything: ``<out>/joint/seed<k>``); captioning
 ``<out>/seed<k>/<row>``, the students distilling ``<out>/seed<teacher_seed>/teacher``. A finished run is skipped, an
 unfinished one resumes; a rerun of the same command continues where it stopped. Declared dependencies are honoured
