@@ -3,7 +3,7 @@
     from slukd.inference import from_run
     slu = from_run("results/demo/joint/seed0")                  # the last finished task's model
     slu.understand_file("turn_on_the_lights.wav")
-    slu.understand([waveform_16k, ("other.wav")])               # arrays, tensors and paths mixed
+    slu.understand([waveform_16k, "other.wav"])                 # arrays, tensors and paths mixed
     slu.understand({"array": wav_8k, "sampling_rate": 8000})    # another rate: resampled
     cap = from_run("results/captioning_kd/demo/seed0/teacher")
     cap.caption(["a.wav", torch.randn(16000)])                  # ["rain falls on a roof", ...]
