@@ -1,5 +1,6 @@
 # One-command set-up for a fresh Debian machine.
 #   make demo   set everything up, then run the main job (class-incremental SLURP-3 on the built-in demo corpus)
+#   make tiny   set everything up, then run the one-minute example (three tiny tasks on a tiny corpus)
 #   make test   set everything up, then run the fast test suite (SLUKD_SLOW=1 make test adds the slow tests)
 # Set-up: system packages through apt when run as root (espeak-ng, a Java runtime), a virtual environment in .venv
 # (reused when present), the package with its [dev] extra.
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.slukd-installed
 APT_PACKAGES := espeak-ng default-jre-headless libjemalloc2
 
-.PHONY: setup system venv demo test lint format clean
+.PHONY: setup system venv demo tiny test lint format clean
 
 setup: system venv
 
@@ -40,6 +41,9 @@ venv: $(STAMP)
 
 demo: setup
 	$(PY) -m slukd.demo
+
+tiny: setup
+	$(PY) -m slukd.demo --tiny
 
 test: setup
 	@set -o pipefail; $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \

@@ -53,7 +53,7 @@ for w in $what; do
       ( while sleep 60; do snapshot; done ) & snap=$!
       left=$(( BUDGET - ($(date +%s) - t0) - 30 ))
       timeout $left python3 -m slukd.cli sweep slu "${rowargs[@]}" --seeds $SEEDS --splits $SPLITS \
-        --jobs $JOBS --threads 1 --out "$SWEEP" --set corpus=demo demo_tier=demo data_folder=data/slu_demo \
+        --jobs $JOBS --threads 1 --out "$SWEEP" --set corpus=demo tier=demo data_folder=data/slu_demo \
         number_of_epochs=$EPOCHS later_task_epochs=$LATER first_task_cache="$SWEEP/first_task_cache" device=$DEVICE \
         noprogressbar=true >> "$OUT/slu_sweep.log" 2>&1; echo "sweep exit $? after $(( $(date +%s) - t0 )) s" | tee "$OUT/slu_status.txt"
       pkill -P $snap 2>/dev/null; kill $snap 2>/dev/null; wait $snap 2>/dev/null; snapshot; cat "$OUT"/table_*.txt 2>/dev/null | head -80 ;;

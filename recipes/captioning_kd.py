@@ -32,6 +32,7 @@ from slukd.captioning.brain import CaptionBrain
 from slukd.captioning.data import EpochClock, audio_dataset, caption_dataset, pseudo_caption_dataset
 from slukd.captioning.evaluate import evaluate_split, write_outputs
 from slukd.captioning.prepare import audio_only_rows, build_vocab, prepare_captions
+from slukd.checks import check_captioning
 from slukd.continual.runner import barrier
 from slukd.data.audio import set_audio_cache
 from slukd.data.captions import WordVocab
@@ -81,12 +82,14 @@ def load_teacher(folder: Path, device: str) -> tuple[Teacher, WordVocab, dict]:
 
 def compute_teacher_targets(hp, teacher, spec, rows, kd_terms, device) -> TeacherTargets:
     """Pseudo-captions and pooled embeddings of ``rows`` from the teacher, decoded as the teacher was evaluated
-    (its beam size, length limit and precision), once per teacher (cached in the teacher's folder)."""
+    (its beam size, length limit and precision), once per teacher. They are cached in the student's own folder
+    (``<output_folder>/teacher_targets``, keyed by the teacher's fingerprint): nothing is written into the teacher's
+    folder, which may be shared and read-only."""
     want_hyps = any("teacher_hyps" in t.needs for t in kd_terms)
     want_emb = any("teacher_emb" in t.needs for t in kd_terms)
     beam, max_len, precision = spec["test_beam_size"], spec["max_decode_len"], spec["eval_precision"]
     config = {"beam": beam, "max_len": max_len, "precision": precision, "kind": "caption"}
-    targets = TeacherTargets(Path(hp["teacher_folder"]) / "teacher_targets", teacher.fingerprint, config,
+    targets = TeacherTargets(Path(hp["output_folder"]) / "teacher_targets", teacher.fingerprint, config,
                              hyps=want_hyps, emb=want_emb)  # fmt: skip
     compute = teacher_target_fn(teacher, beam, max_len, device, precision, hyps=want_hyps, emb=want_emb)
     if if_main_process() and targets.missing([r["ID"] for r in rows]):
@@ -161,7 +164,7 @@ def test_model(hparams, model, vocab, data, device, out):
 
 
 def main(argv: list[str]) -> int:
-    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/captioning_kd.py")
+    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/captioning_kd.py", check=check_captioning)
     out = Path(hparams["output_folder"])
     device = run_opts.device or "cpu"
     set_audio_cache(hparams["audio_cache_mb"])

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from speechbrain.utils.distributed import if_main_process
 
+from slukd.checks import check_slu
 from slukd.config import later_task_keys
 from slukd.continual import ContinualRunner, check_plugins
 from slukd.continual.first_task import FirstTaskCache
@@ -59,7 +60,7 @@ NOT_IDENTITY = frozenset(
 
 
 def main(argv: list[str]) -> int:
-    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/slurp_incremental.py")
+    hparams, run_opts = start_experiment(argv, NOT_IDENTITY, recipe="recipes/slurp_incremental.py", check=check_slu)
     out = Path(hparams["output_folder"])
     set_audio_cache(hparams["audio_cache_mb"])
 

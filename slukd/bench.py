@@ -12,9 +12,12 @@ from slukd.resources import benchmarks_dir
 
 def cli_main(argv: list[str], prog: str = "slukd bench") -> int:
     """Without a name: every ``benchmarks/*.py`` with the first line of its docstring. With one: run it."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, add_help=False)
-    p.add_argument("name", nargs="?", help="benchmark to run (file name without .py)")
-    p.add_argument("-h", "--help", action="store_true")
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, add_help=False,
+        epilog="example: slukd bench padding --help   (a benchmark's own options and defaults)",
+    )  # fmt: skip
+    p.add_argument("name", nargs="?", default=None, help="benchmark to run (file name without .py; default: list them)")
+    p.add_argument("-h", "--help", action="store_true", help="this help, or the benchmark's with NAME")
     args, rest = p.parse_known_args(argv)
     folder = benchmarks_dir()
     if args.name is None:

@@ -18,10 +18,14 @@ from slukd.resources import RECIPES, list_rows, recipe_path, resolve_row
 def cli_main(argv: list[str], prog: str = "slukd train") -> int:
     """``slukd train RECIPE ROW [options]`` (see the module docstring)."""
     usage = f"{prog} {{{','.join(RECIPES)}}} ROW [--hparams_dir DIR] [recipe options]"
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], add_help=False, usage=usage)
-    p.add_argument("recipe", nargs="?", choices=list(RECIPES))
-    p.add_argument("row", nargs="?")
-    p.add_argument("--hparams_dir", default=None)
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0], add_help=False, usage=usage,
+        epilog="example: slukd train slu seq_kd --seed 1 --number_of_epochs 5  (slukd train slu seq_kd --help: the "
+        "row's settings, defaults and comments)",
+    )  # fmt: skip
+    p.add_argument("recipe", nargs="?", choices=list(RECIPES), help="which recipe")
+    p.add_argument("row", nargs="?", help="a row name (a file of the recipe's hparams folder) or a YAML file")
+    p.add_argument("--hparams_dir", default=None, help="folder of row files (default: the shipped hparams/<recipe>)")
     args, rest = p.parse_known_args(argv)
     if args.recipe is None or (args.row is None and ("-h" in rest or "--help" in rest or not rest)):
         p.print_help()

@@ -401,13 +401,46 @@ def load_hparams(
     return hp, resolved_text
 
 
+_KEY_LINE = re.compile(r"^([A-Za-z_][\w.]*)\s*:(.*)$")
+
+
+def key_comments(path: str | os.PathLike) -> dict[str, str]:
+    """{top-level key: its comment} read from the file's text: the comment at the end of the key's line with its
+    indented continuation lines, else the comment lines right above the key (section rules ``# ---`` excluded).
+    (The YAML parser attaches a comment that sits between two keys to the wrong one.)"""
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    last: str | None = None
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        m = _KEY_LINE.match(line)
+        if m:
+            last = m.group(1)
+            rest = m.group(2)
+            hash_at = rest.find(" #") if not rest.lstrip().startswith("#") else rest.find("#")
+            eol = rest[hash_at:].strip().lstrip("#").strip() if hash_at >= 0 else ""
+            comments[last] = eol or " ".join(above)
+            above = []
+        elif line.strip().startswith("#"):
+            text = line.strip().lstrip("#").strip()
+            if line.startswith((" ", "\t")) and last is not None and comments.get(last):  # a continuation line
+                comments[last] += " " + text
+            elif not set(text) <= set("- ") and not text.startswith("-" * 8):
+                above.append(text)
+            else:
+                above = []
+        elif not line.strip():
+            above = []
+    return comments
+
+
 def describe_hparams(path: str | os.PathLike) -> list[tuple[str, Any, str]]:
     """(key, value of the row, comment of the key in the file that defines it) for every top-level setting."""
     chain = row_chain(path)
     merged: dict[str, tuple[Any, str]] = {}
-    for _, tree in chain:
+    for file, tree in chain:
+        texts = key_comments(file)
         for key, value in tree.items():
-            comment = _comment_of(tree, key) or merged.get(str(key), (None, ""))[1]
+            comment = texts.get(str(key)) or merged.get(str(key), (None, ""))[1]
             merged[str(key)] = (plain(value), comment)
     return [(k, v, c) for k, (v, c) in merged.items()]
 

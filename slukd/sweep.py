@@ -4,7 +4,9 @@
     slukd sweep captioning --seeds 0 1 2 --jobs 2 -- --device cuda
     slukd sweep slu --executor slurm --per_task --slurm_partition gpu --timeout_min 240 --gpus 1 ...
 
-Every run is one recipe process (``python recipes/<recipe>.py ROW.yaml --output_folder ... [overrides]``). Layout:
+Every run's settings are loaded and checked (:func:`check_plan`, :mod:`slukd.checks`) before the first run starts: a
+bad one stops the sweep with one line. Every run is one recipe process (``python recipes/<recipe>.py ROW.yaml
+--output_folder ... [overrides]``). Layout:
 SLU ``<out>/<split>/<row>/seed<k>`` (the joint row, one task with everything: ``<out>/joint/seed<k>``); captioning
 ``<out>/seed<k>/<row>``, the students distilling ``<out>/seed<teacher_seed>/teacher``. A finished run is skipped, an
 unfinished one resumes; a rerun of the same command continues where it stopped. Declared dependencies are honoured
@@ -31,7 +33,7 @@ from slukd.resources import hparams_dir, list_rows, recipe_path, resolve_row
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Run", "plan_slu", "plan_captioning", "run_local", "run_submitit", "cli_main"]
+__all__ = ["Run", "plan_slu", "plan_captioning", "check_plan", "run_local", "run_submitit", "cli_main"]
 
 TASKS_OF_SPLIT = {"slurp3": 3, "slurp6": 6, "joint": 1}
 
@@ -132,6 +134,25 @@ def plan_captioning(rows: list[str], seeds: list[int], out: Path, args: list[str
             runs.append(Run(f"seed{seed}/{row}", "captioning", f, out / f"seed{seed}" / row, run_args,
                             after=[teacher_name] if teacher_name else []))  # fmt: skip
     return runs
+
+
+def check_plan(plan: list[Run]) -> None:
+    """Every run's settings, loaded and checked as its recipe will (unknown keys, values, cross-key rules, extras,
+    corpus folders: :mod:`slukd.checks`), before any run starts. Raises :class:`~slukd.checks.SettingsError` with
+    one line: the first refused run, its reason and how many runs were refused."""
+    from slukd.checks import CHECKS, SettingsError
+    from slukd.experiment import resolve_settings, user_errors
+
+    refused: list[tuple[str, str]] = []
+    for r in plan:
+        try:
+            hp = resolve_settings(r.command()[2:])[3]
+            CHECKS[r.recipe](hp)
+        except user_errors() as err:
+            refused.append((r.name, str(err).splitlines()[0] if str(err) else type(err).__name__))
+    if refused:
+        name, why = refused[0]
+        raise SettingsError(f"{name}: {why} ({len(refused)} of {len(plan)} runs refused; nothing was started)")
 
 
 # ---------------------------------------------------------------------------------------------------- executors
@@ -281,11 +302,17 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
     from slukd.utils.run import split_passthrough
 
     argv, extra = split_passthrough(argv)
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                epilog="Arguments after -- are passed to every run as recipe overrides.")  # fmt: skip
-    p.add_argument("recipe", choices=["slu", "captioning"])
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Arguments after -- are passed to every run as recipe overrides. Every run's settings are checked "
+        "before the first run starts. example: slukd sweep slu --rows finetune seq_kd --seeds 0 1 --jobs 2 "
+        "--out results/my_sweep --set number_of_epochs=5",
+    )
+    p.add_argument("recipe", choices=["slu", "captioning"], help="which recipe")
     p.add_argument("--rows", nargs="+", default=None, help="row names (default: every row file)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every row")
     p.add_argument("--splits", nargs="+", default=["slurp3"], help="SLU scenarios: slurp3 slurp6")
     p.add_argument("--teacher_seed", type=int, default=0, help="captioning: the seed of the teacher every student uses")
     p.add_argument("--out", default=None, help="sweep folder (default results/sweep_<recipe>)")
@@ -293,10 +320,10 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
     p.add_argument("--hparams_dir", default=None, help="folder of row files (default: the shipped ones)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (local executor)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / jobs)")
-    p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local")
+    p.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local", help="where runs go")
     p.add_argument("--per_task", action="store_true", help="submitit: one job per task of a continual run")
-    p.add_argument("--slurm_partition", default=None)
-    p.add_argument("--timeout_min", type=int, default=240)
+    p.add_argument("--slurm_partition", default=None, help="SLURM partition (slurm executor)")
+    p.add_argument("--timeout_min", type=int, default=240, help="time limit per job in minutes (submitit)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs per job (submitit)")
     p.add_argument("--cpus", type=int, default=4, help="CPUs per job (submitit)")
     p.add_argument("--no_wait", action="store_true", help="slurm: submit and exit (report later with slukd report)")
@@ -310,6 +337,7 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
         plan = plan_slu(rows, args.seeds, args.splits, out, overrides, args.hparams_dir)
     else:
         plan = plan_captioning(rows, args.seeds, out, overrides, args.teacher_seed, args.hparams_dir)
+    check_plan(plan)
     if args.dry_run:
         for r in plan:
             state = "finished" if r.finished() else "to run"

@@ -86,6 +86,7 @@ DATA_OUTPUTS = (
     "metrics_test.json",
     "samples_test.md",
     "curves.png",
+    "teacher_targets",
 )
 
 

@@ -36,9 +36,9 @@ __all__ = ["FirstTaskCache", "code_fingerprint"]
 
 
 #: package files that cannot change a continual run's task 1 (other recipes, reports, command line, docs)
-NOT_TASK_CODE = ("captioning/", "report/", "export/", "cli.py", "cli_train.py", "sweep.py", "demo.py", "inference.py",
-                 "bench.py", "resources.py", "metrics/caption.py", "data/synth_scenes.py", "data/captions.py",
-                 "models/paper_caption.py", "data/fingerprint.py")  # fmt: skip
+NOT_TASK_CODE = ("captioning/", "report/", "export/", "cli.py", "cli_train.py", "sweep.py", "demo.py", "inference/",
+                 "checks.py", "bench.py", "resources.py", "metrics/caption.py", "data/synth_scenes.py",
+                 "data/captions.py", "models/paper_caption.py", "data/fingerprint.py")  # fmt: skip
 
 
 def _code_of(path: Path) -> bytes:

@@ -594,6 +594,43 @@ def _make_and_write(job: tuple[int, str, int, str, str]) -> dict[str, Any]:
     return desc
 
 
+#: the option that sets each corpus setting, in the recipe (and in ``slukd synth scenes``)
+_SCENE_FLAGS = {"tier": "--tier", "seed": "--corpus_seed", "captioned_fraction": "--captioned_fraction",
+                "sizes": "sizes", "version": "corpus version"}  # fmt: skip
+
+
+def scenes_mismatch(out: Path, old: dict, new: dict) -> Exception:
+    """The error for a scenes folder made with other settings (a training run never deletes or rebuilds it)."""
+    from slukd.data.synth_slu import CorpusError
+
+    diffs = [
+        f"{k} {old.get(k)!r} (asked: {new.get(k)!r}, {_SCENE_FLAGS.get(k, k)})" for k in new if old.get(k) != new.get(k)
+    ]
+    return CorpusError(
+        f"{out} holds a scenes corpus with {'; '.join(diffs) or 'other settings'}; a corpus folder is never deleted "
+        "or rebuilt: pass the folder's settings or use another --data_folder"
+    )
+
+
+def check_scenes(out_dir: str | os.PathLike, tier: str, seed: int, captioned_fraction: float = 1.0) -> None:
+    """Raise ``CorpusError`` when ``out_dir`` holds a scenes corpus of another tier, seed or captioned fraction
+    (only its ``corpus_info.json`` is read; a missing corpus is fine: it will be made)."""
+    from slukd.data.synth_slu import CorpusError
+
+    info = Path(out_dir) / "corpus_info.json"
+    if tier not in TIERS:
+        raise CorpusError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
+    if not info.is_file():
+        return
+    try:
+        old = json.loads(info.read_text(encoding="utf-8")).get("settings") or {}
+    except (json.JSONDecodeError, OSError) as err:
+        raise CorpusError(f"{info}: unreadable ({err})") from None
+    new = {"tier": tier, "seed": seed, "captioned_fraction": captioned_fraction}
+    if any(old.get(k) != v for k, v in new.items()):
+        raise scenes_mismatch(Path(out_dir), {k: old.get(k) for k in new}, new)
+
+
 def generate_scenes(
     out_dir: str | os.PathLike,
     tier: str = "demo",
@@ -635,7 +672,7 @@ def generate_scenes(
         if old.get("settings") == settings:
             logger.info("scenes corpus in %s is complete (%s), nothing to do", out, settings)
             return old
-        raise ValueError(f"{out} holds a scenes corpus with other settings {old.get('settings')}; use another --out")
+        raise scenes_mismatch(out, old.get("settings") or {}, settings)
     out.mkdir(parents=True, exist_ok=True)
     descs: dict[str, list[dict[str, Any]]] = {}
     for split, count in counts.items():
@@ -690,11 +727,12 @@ def generate_scenes(
 def cli_main(argv: list[str], prog: str = "slukd synth scenes") -> int:
     """``slukd synth scenes --out DIR [--tier demo] [--seed 0] [--jobs 2] [--captioned_fraction 1.0]
     [--noprogressbar]``."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="example: slukd synth scenes --out data/scenes_tiny --tier tiny")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tier", default="demo", choices=sorted(TIERS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    p.add_argument("--tier", default="demo", choices=sorted(TIERS), help="corpus size (the recipe's --tier)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (the recipe's --corpus_seed)")
+    p.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="synthesis processes")
     p.add_argument(
         "--captioned_fraction",
         type=float,

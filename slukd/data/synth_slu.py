@@ -355,6 +355,7 @@ def synthesize_slu_corpus(
     from_slurp_jsonl: list[str] | str | None = None,
     scenarios: list[str] | None = None,
     progress: bool = True,
+    replace: bool = True,
 ) -> Path:
     """Generate (or reuse) the corpus in ``out_dir``; returns ``out_dir``.
 
@@ -363,6 +364,8 @@ def synthesize_slu_corpus(
     configuration is reused; a partial one is completed; this tool's corpus of another configuration is deleted
     and regenerated. SLURP-layout data not made by this tool raises :class:`CorpusError`. ``progress``: a tqdm
     bar over the recordings to make (shown only when stderr is a terminal); the audio does not depend on it.
+    ``replace=False`` (what a training run passes): a corpus of another configuration is never deleted; a
+    :class:`CorpusError` names the setting that differs (``--tier``, ``--corpus_seed``) instead.
     """
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
@@ -383,6 +386,8 @@ def synthesize_slu_corpus(
         raise CorpusError(f"{out} already holds SLURP-layout data that this tool did not make")
     for existing in (marker, plan):
         if existing.is_file() and json.loads(existing.read_text()).get("config_hash") != chash:
+            if not replace:
+                raise CorpusError(corpus_mismatch(out, json.loads(existing.read_text()).get("config", {}), config))
             logger.warning("%s holds this tool's corpus of another configuration: regenerating it", out)
             _remove_corpus(out)
             break
@@ -437,6 +442,41 @@ def synthesize_slu_corpus(
     return out
 
 
+def corpus_mismatch(out: Path, old: dict, new: dict) -> str:
+    """The one-line reason a training run may not use (or rebuild) the built-in corpus in ``out``."""
+    diffs = []
+    if old.get("tier") != new.get("tier"):
+        diffs.append(f"tier {old.get('tier')} (this run asks for {new.get('tier')}: --tier)")
+    if old.get("seed") != new.get("seed"):
+        diffs.append(f"seed {old.get('seed')} (this run asks for {new.get('seed')}: --corpus_seed)")
+    if not diffs:
+        diffs.append("another version or subset of the built-in corpus")
+    return (
+        f"{out} holds the built-in corpus of {', '.join(diffs)}; a training run never deletes or rebuilds a corpus: "
+        f"pass the folder's settings, use another --data_folder, or rebuild it with slukd synth slu --out {out}"
+    )
+
+
+def check_corpus(out_dir: str | os.PathLike, tier: str, seed: int) -> None:
+    """Raise :class:`CorpusError` when ``out_dir`` holds (part of) the built-in corpus of another tier or seed
+    (nothing is read but its marker files; a missing corpus is fine: it will be made)."""
+    out = Path(out_dir)
+    if tier not in TIERS:
+        raise CorpusError(f"unknown tier {tier!r}; choose one of {sorted(TIERS)}")
+    for name in (MARKER, PLAN):
+        path = out / name
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+            except (json.JSONDecodeError, OSError) as err:
+                raise CorpusError(f"{path}: unreadable corpus marker ({err})") from None
+            if old.get("tier") != tier or old.get("seed") != seed:
+                raise CorpusError(corpus_mismatch(out, old, {"tier": tier, "seed": seed}))
+            return
+    if (out / "dataset").exists() or (out / "slurp_real").exists():
+        raise CorpusError(f"{out} already holds SLURP-layout data that slukd did not make: use --corpus slurp")
+
+
 def _complete(out: Path) -> bool:
     for split in SPLIT_NAMES:
         p = out / "dataset" / "slurp" / f"{split}.jsonl"
@@ -467,10 +507,11 @@ def _remove_corpus(out: Path) -> None:
 def cli_main(argv: list[str], prog: str = "slukd synth slu") -> int:
     """``slukd synth slu --out DIR [--tier tiny|demo|full] [--seed N] [--jobs N] [--from_slurp_jsonl F ...]
     [--noprogressbar]``."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="example: slukd synth slu --out data/slu_tiny --tier tiny")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (SLURP layout)")
-    p.add_argument("--tier", default="demo", choices=sorted(TIERS))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tier", default="demo", choices=sorted(TIERS), help="corpus size (the recipes' --tier)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed (the recipes' --corpus_seed)")
     p.add_argument("--jobs", "--workers", dest="workers", type=int, default=2, help="synthesis processes")
     p.add_argument(
         "--from_slurp_jsonl",

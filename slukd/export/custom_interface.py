@@ -21,11 +21,19 @@ from pathlib import Path
 import torch
 from speechbrain.inference.interfaces import Pretrained
 
-from slukd.data.audio import load_audio
-from slukd.data.captions import WordVocab
-from slukd.data.tokenizer import Tokenizer
-from slukd.inference import decode_waveforms, slu_result
-from slukd.train.decode import autocast
+try:  # the model classes and decoding live in slukd: without it, one clear line instead of a deep traceback
+    from slukd.data.audio import load_audio
+    from slukd.data.captions import WordVocab
+    from slukd.data.tokenizer import Tokenizer
+    from slukd.inference import decode_waveforms, slu_result
+    from slukd.train.decode import autocast
+except ModuleNotFoundError as _err:
+    if (_err.name or "").split(".")[0] != "slukd":
+        raise
+    raise ImportError(
+        "this exported model needs the slukd package, which is not installed here: pip install slukd "
+        "(or pip install -e <a slukd checkout>)"
+    ) from None
 
 __all__ = ["SLUInterface", "CaptioningInterface", "load_word_vocab"]
 

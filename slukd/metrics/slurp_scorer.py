@@ -601,7 +601,13 @@ def format_table(scores: SlurpScores, per_label: bool = False) -> str:
 
 def cli_main(argv: list[str], prog: str = "slukd score slurp") -> int:
     """``slukd score slurp --gold G --pred P [--gold_transcripts] [--json] [--average macro] [--per_label] ...``"""
-    ap = argparse.ArgumentParser(prog=prog, description="Score SLURP-format predictions (official SLURP metrics).")
+    ap = argparse.ArgumentParser(
+        prog=prog,
+        description="Score SLURP-format predictions (official SLURP metrics).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: slukd score slurp --gold data/slu_demo/dataset/slurp/test.jsonl "
+        "--pred results/demo/joint/seed0/task1/predictions.jsonl",
+    )
     ap.add_argument("--gold", required=True, help="gold SLURP jsonl (e.g. test.jsonl)")
     ap.add_argument("--pred", required=True, help="predictions jsonl: {file|slurp_id, scenario, action, entities}")
     ap.add_argument(
@@ -610,7 +616,7 @@ def cli_main(argv: list[str], prog: str = "slukd score slurp") -> int:
         action="store_true",
         help="key on slurp_id (gold-transcript evaluation)",
     )
-    ap.add_argument("--average", choices=("micro", "macro"), default="micro")
+    ap.add_argument("--average", choices=("micro", "macro"), default="micro", help="averaging of span F1 over labels")
     ap.add_argument("--per_label", "--per-label", action="store_true", help="also print/write per-label scores")
     ap.add_argument(
         "--count_missing", "--count-missing", action="store_true", help="score gold items with no prediction as errors"
@@ -622,7 +628,7 @@ def cli_main(argv: list[str], prog: str = "slukd score slurp") -> int:
         help="drop and count malformed predicted entities",
     )
     ap.add_argument("--json", action="store_true", help="print JSON (flat keys) instead of the table")
-    ap.add_argument("--out", help="also write the JSON to this file")
+    ap.add_argument("--out", default=None, help="also write the JSON to this file")
     ap.add_argument(
         "--list_missing", "--list-missing", action="store_true", help="print the keys of gold items with no prediction"
     )

@@ -29,6 +29,8 @@ def cli_main(argv: list[str], prog: str = "slukd report") -> int:
         "paired 95% intervals behind every ranking and claim). Incomplete and --debug runs are listed apart, never "
         "averaged; runs of different code or data are separate rows. Reads run folders only; writes only to --out. "
         "Both recipes.",
+        epilog="example: slukd report results/table_slu/slurp3 results/table_slu/joint --paper slurp3",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("paths", nargs="+", help="run folders, or folders containing run folders")
     p.add_argument("--out", default=None, help="also write table_<kind>.md/.csv (and acc_per_step.png) here")
@@ -49,5 +51,5 @@ def cli_main(argv: list[str], prog: str = "slukd report") -> int:
         print(report_runs(args.paths, args.out, paper=args.paper, cross=args.cross), end="")
     except ReportError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0

@@ -64,8 +64,8 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
 
         run_on_main(
             synthesize_slu_corpus,
-            kwargs={"out_dir": str(data_folder), "tier": hp["demo_tier"], "seed": hp["corpus_seed"],
-                    "progress": not hp["noprogressbar"]},
+            kwargs={"out_dir": str(data_folder), "tier": hp["tier"], "seed": hp["corpus_seed"],
+                    "progress": not hp["noprogressbar"], "replace": False},
         )  # fmt: skip
     elif hp["corpus"] != "slurp":
         raise ValueError(f"hparam corpus must be 'demo' or 'slurp', got {hp['corpus']!r}")

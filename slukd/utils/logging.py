@@ -42,6 +42,9 @@ def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | 
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(level)
+        logging.getLogger("speechbrain.utils.quirks").setLevel(logging.WARNING)  # two INFO lines at every import
+        # "torchvision is not available - cannot save figures" at every import: slukd plots with matplotlib
+        logging.getLogger("speechbrain.utils.train_logger").setLevel(logging.ERROR)
         _CONFIGURED = True
     if log_file is not None:
         path = Path(log_file).resolve()
@@ -52,3 +55,14 @@ def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | 
         fh = logging.FileHandler(path, encoding="utf-8")
         fh.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(fh)
+
+
+def log_to_files(name: str, level: int, msg: str, exc_info: BaseException | None = None) -> None:
+    """Write one record only to the log files of the root logger (not to stderr): for an error that the entry
+    point prints once itself."""
+    record = logging.getLogger(name).makeRecord(
+        name, level, "(slukd)", 0, msg, (), (type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None
+    )
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)

@@ -26,9 +26,14 @@ def test_every_row_loads_on_both_bases_and_names_itself(recipe):
     folder = REPO / "hparams" / recipe
     assert (REPO / "recipes" / RECIPES[recipe]).is_file()
     rows = sorted(p for p in folder.glob("*.yaml") if not p.stem.startswith("base"))
-    assert rows and {p.name for p in folder.glob("base*.yaml")} == {"base.yaml", "base_gpu.yaml", "base_paper.yaml"}
+    assert rows and {p.name for p in folder.glob("base*.yaml")} == {
+        "base.yaml",
+        "base_gpu.yaml",
+        "base_paper.yaml",
+        "base_tiny.yaml",
+    }
     for path in rows:
-        for base in ("base.yaml", "base_gpu.yaml", "base_paper.yaml"):
+        for base in ("base.yaml", "base_gpu.yaml", "base_paper.yaml", "base_tiny.yaml"):
             hp, text = load_hparams(path, f"base: {base}")
             assert hp["row"] == path.stem, path
             terms = hp["kd_terms"] + hp["extra_kd_terms"]
@@ -131,7 +136,8 @@ LONG_FUNCTIONS = {
     ("slukd/data/synth_scenes.py", "generate_scenes"): "one pass over the corpus layout of the module docstring",
     ("slukd/data/synth_slu.py", "synthesize_slu_corpus"): "one pass over the corpus layout of the module docstring",
     ("slukd/metrics/caption.py", "caption_metrics"): "one call per metric, each with its skip message",
-    ("slukd/inference.py", "export_run"): "one file of the exported interface per step",
+    ("slukd/inference/export.py", "export_run"): "one file of the exported interface per step",
+    ("slukd/inference/export.py", "model_card"): "one line of the model card per fact, read from the run folder",
 }
 
 

@@ -1,5 +1,5 @@
-"""The captioning recipe on the tiny scenes tier (tests/hparams/captioning_tiny.yaml under the real row files):
-teacher and KD student rows, audio-only pools, the run identity, errors, resumption after kill -9."""
+"""The captioning recipe on the tiny scenes tier (the shipped hparams/captioning_kd/base_tiny.yaml under the real
+row files): teacher and KD student rows, audio-only pools, the run identity, errors, resumption after kill -9."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.conftest import REPO  # noqa: E402
 from tests.helpers_slu import recipe_module
 
 HP = REPO / "hparams" / "captioning_kd"
-TINY = REPO / "tests" / "hparams" / "captioning_tiny.yaml"
+TINY = REPO / "hparams" / "captioning_kd" / "base_tiny.yaml"
 
 
 def cap_argv(row: str, tmp: Path, out: str, *extra: str) -> list[str]:
@@ -88,12 +88,39 @@ def test_student_with_every_kd_term_and_audio_only(teacher_run):
     for part in ("kd_seq", "kd_enc", "kd_tok", "ao_seq", "ao_enc"):  # per-term KD losses in the training log
         assert f"train {part}:" in log, part
     assert "ao_tok" not in log  # token KD needs reference captions: not on audio-only clips
-    caches = list((tmp / "teacher/teacher_targets").glob("targets_*.pt"))
-    assert len(caches) == 1
+    caches = list((tmp / "s_all/teacher_targets").glob("targets_*.pt"))  # in the student's own folder
+    assert len(caches) == 1 and not (tmp / "teacher/teacher_targets").exists()
     cache = torch.load(caches[0], weights_only=False)
     assert len(cache["hyps"]) == len(cache["emb"]) == 24 + 16  # every training clip and the pool
     # the targets come from the teacher as it was evaluated: its beam, length limit and precision
     assert cache["config"] == {"beam": 3, "max_len": 6, "precision": "bf16", "kind": "caption"}
+
+
+def test_a_read_only_teacher_folder_is_only_read(teacher_run):
+    """A shared teacher folder may be read-only: a student writes its teacher targets into its own folder."""
+    tmp = teacher_run
+    teacher = tmp / "teacher"
+
+    def snapshot():
+        return sorted((str(p.relative_to(teacher)), p.stat().st_mtime_ns) for p in teacher.rglob("*"))
+
+    import logging
+
+    for h in list(logging.getLogger().handlers):  # the teacher ran in this process; a student runs in its own
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).is_relative_to(teacher):
+            logging.getLogger().removeHandler(h)
+            h.close()
+    before = snapshot()
+    modes = {p: p.stat().st_mode for p in [teacher, *teacher.rglob("*")]}
+    for p in modes:
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        assert run(cap_argv("student_seqkd_mse", tmp, "s_ro")) == 0
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert snapshot() == before
+    assert list((tmp / "s_ro/teacher_targets").glob("targets_*.pt"))
 
 
 def test_precision_run_option_reaches_both_training_passes(teacher_run, monkeypatch):

@@ -57,7 +57,7 @@ def cap_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("cap_inf")
     argv = [
         str(REPO / "hparams/captioning_kd/teacher.yaml"),
-        f"--base={REPO / 'tests/hparams/captioning_tiny.yaml'}",
+        f"--base={REPO / 'hparams/captioning_kd/base_tiny.yaml'}",
         "--number_of_epochs=1",
         f"--data_folder={tmp / 'data'}",
         f"--output_folder={tmp / 'run'}",
@@ -192,11 +192,16 @@ def test_understand_cli_writes_jsonl(slu_run, tmp_path, capsys):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"\x00" * 10)
     capsys.readouterr()
-    assert main(["understand", str(run), files[0], str(bad), "--out", str(tmp_path / "x.jsonl")]) == 2
+    # an unusable file in a batch: reported in one line, the good ones still decoded and written; exit status 2
+    assert (
+        main(["understand", str(run), files[0], str(bad), files[1], "--json", "--out", str(tmp_path / "x.jsonl")]) == 2
+    )
     err = capsys.readouterr()
     errors = [ln for ln in err.err.strip().splitlines() if " INFO " not in ln]  # log lines aside
-    assert "bad.wav" in err.err and len(errors) == 1 and err.out == ""
-    assert not (tmp_path / "x.jsonl").exists()
+    assert len(errors) == 1 and "skipped bad.wav" in errors[0]
+    good = from_run(run).understand_files([files[0], files[1]])
+    assert [json.loads(line) for line in err.out.splitlines()] == good
+    assert [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()] == good
     assert main(["understand", str(run), files[0], "--device", "nosuchdevice"]) == 2
     assert "device 'nosuchdevice'" in capsys.readouterr().err
     assert main(["understand", str(run), files[0], "--batch_size", "0"]) == 2
@@ -223,8 +228,10 @@ def test_slu_export_loads_through_foreign_class(slu_run, tmp_path, capsys):
     exp = tmp_path / "exported"
     assert main(["understand", str(run), "--export", str(exp), "--task", "1"]) == 0
     assert sorted(p.name for p in exp.iterdir()) == [
-        "custom_interface.py", "hyperparams.yaml", "model.ckpt", "model.yaml", "tokenizer.ckpt"
+        "README.md", "custom_interface.py", "hyperparams.yaml", "model.ckpt", "model.yaml", "tokenizer.ckpt"
     ]  # fmt: skip
+    card = (exp / "README.md").read_text()
+    assert "task 1 of 2" in card and "email, qa" in card and "intent accuracy" in card and "foreign_class" in card
     assert (exp / "model.ckpt").read_bytes() == (run / "task1/best_model.ckpt").read_bytes()
     iface = foreign_class(source=str(exp), pymodule_file="custom_interface.py", classname="SLUInterface",
                           savedir=str(tmp_path / "collected"))  # fmt: skip
@@ -249,6 +256,55 @@ def test_slu_export_loads_through_foreign_class(slu_run, tmp_path, capsys):
     (other / "notes.txt").write_text("mine")
     with pytest.raises(InferenceError, match="not empty"):
         export_run(run, other)
+
+
+def test_slu_arrays_tensors_and_dicts_equal_files(slu_run, tmp_path):
+    """Waveforms as numpy arrays or tensors (mono, [C, S], [S, C], int16 PCM, another rate) decode as their files."""
+    import torchaudio.functional as AF
+
+    run, corpus = slu_run
+    slu = from_run(run, batch_size=2)
+    files = _test_files(corpus)[:3]
+    want = slu.understand_files(files)
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("file", "path")}  # noqa: E731
+    wavs = [sf.read(f, dtype="float32")[0] for f in files]
+    got = slu.understand([wavs[0], torch.from_numpy(wavs[1]), np.stack([wavs[2], wavs[2]])])
+    assert [strip(r) for r in got] == [strip(r) for r in want] and got[0]["file"] == "input0"
+    assert strip(slu.understand(torch.from_numpy(np.stack([wavs[0]] * 2, axis=1)))) == strip(want[0])
+    pcm = (np.clip(wavs[0], -1, 1) * 32767).astype(np.int16)
+    assert strip(slu.understand(pcm))["intent"] == want[0]["intent"]
+    slow = AF.resample(torch.from_numpy(wavs[1]), 16000, 8000)
+    assert strip(slu.understand({"array": slow, "sampling_rate": 8000})) == strip(
+        slu.understand(AF.resample(slow, 8000, 16000))
+    )
+    # one unusable input among good ones: skipped with its reason, the others decoded
+    mixed = slu.understand([files[0], np.zeros((0,)), str(tmp_path / "missing.wav"), wavs[1]], on_error="skip")
+    assert strip(mixed[0]) == strip(want[0]) and strip(mixed[3]) == strip(want[1])
+    assert "shape" in mixed[1]["error"] and "missing.wav" in mixed[2]["error"]
+    with pytest.raises(InferenceError, match="sampling_rate"):
+        slu.understand({"array": wavs[0]})
+
+
+def test_export_command_and_interface_without_slukd(slu_run, tmp_path, capsys):
+    from slukd.cli import main
+
+    run, _ = slu_run
+    assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 0
+    assert "model card README.md" in capsys.readouterr().out
+    assert (tmp_path / "exp" / "README.md").is_file() and (tmp_path / "exp" / "hyperparams.yaml").is_file()
+    assert main(["export", str(tmp_path / "norun"), "--out", str(tmp_path / "e2")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # the exported interface where slukd is not installed: one line saying so
+    code = (
+        "import sys, importlib.util; sys.modules['slukd'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('ci', {str(tmp_path / 'exp' / 'custom_interface.py')!r})\n"
+        "mod = importlib.util.module_from_spec(spec)\n"
+        "try:\n    spec.loader.exec_module(mod)\nexcept ImportError as e:\n    print('ERR', e)\n"
+    )
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.stdout.startswith("ERR this exported model needs the slukd package"), proc.stdout + proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- captioning
@@ -294,6 +350,12 @@ def test_caption_cli_and_export(cap_run, tmp_path, capsys):
     assert [json.loads(line) for line in out.read_text().splitlines()] == [
         {"file": f, "caption": c} for f, c in zip(files, expected)
     ]
+    assert main(["caption", str(cap_run), *files, "--json"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [
+        {"file": f, "caption": c} for f, c in zip(files, expected)
+    ]
+    wav = sf.read(files[0], dtype="float32")[0]
+    assert from_run(cap_run).caption(torch.from_numpy(wav)) == expected[0]
     assert main(["understand", str(cap_run), files[0]]) == 2
     assert "use slukd caption" in capsys.readouterr().err
     iface = foreign_class(source=str(exp), pymodule_file="custom_interface.py", classname="CaptioningInterface",

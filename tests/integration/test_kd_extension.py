@@ -31,7 +31,7 @@ def test_user_kd_term_trains_in_the_slu_recipe(tmp_path):
 
 def test_user_kd_term_trains_in_the_captioning_recipe(tmp_path):
     hp = REPO / "hparams" / "captioning_kd"
-    tiny = REPO / "tests" / "hparams" / "captioning_tiny.yaml"
+    tiny = REPO / "hparams" / "captioning_kd" / "base_tiny.yaml"
     common = [f"--base={tiny}", f"--data_folder={tmp_path / 'data'}", f"--teacher_folder={tmp_path / 'teacher'}",
               "--number_of_epochs=1", "--noprogressbar"]  # fmt: skip
     cap = recipe_module("captioning_kd")

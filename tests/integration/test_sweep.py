@@ -38,7 +38,7 @@ def test_captioning_plan_runs_the_teacher_first_and_students_after_it(tmp_path):
 def _demo(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "slukd.cli", "demo", "--rows", "finetune", "seq_kd", "--seeds", "0",
            "--noprogressbar", "--out", str(tmp_path / "res"), "--data", str(tmp_path / "data"), *extra,
-           "--set", "demo_tier=tiny", "number_of_epochs=1", "later_task_epochs=1"]  # fmt: skip
+           "--set", "tier=tiny", "number_of_epochs=1", "later_task_epochs=1"]  # fmt: skip
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 

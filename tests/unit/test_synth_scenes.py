@@ -127,8 +127,13 @@ def test_audio_only_pool_and_scarce_option(tmp_path):
     assert not {r["wav"] for r in train} & {r["wav"] for r in pool}
     # rerunning with the same settings is a no-op; other settings in the same folder are refused
     assert ss.generate_scenes(out, tier="tiny", seed=1, sizes=SIZES, captioned_fraction=0.5) == info
-    with pytest.raises(ValueError, match="other settings"):
-        ss.generate_scenes(out, tier="tiny", seed=2, sizes=SIZES)
+    from slukd.data.synth_slu import CorpusError
+
+    with pytest.raises(CorpusError, match=r"seed 1 \(asked: 2, --corpus_seed\).*never deleted"):
+        ss.generate_scenes(out, tier="tiny", seed=2, sizes=SIZES, captioned_fraction=0.5)
+    with pytest.raises(CorpusError, match="--tier"):
+        ss.check_scenes(out, tier="demo", seed=1, captioned_fraction=0.5)
+    ss.check_scenes(out, tier="tiny", seed=1, captioned_fraction=0.5)  # the folder's own settings: fine
 
 
 def test_voices_differ():

@@ -128,7 +128,15 @@ def test_tiny_corpus_prepare_reuse_and_worker_invariance(tmp_path):
     for f in sorted((out / "slurp_real").iterdir()):
         assert (out2 / "slurp_real" / f.name).read_bytes() == f.read_bytes()
     assert (out2 / "dataset/slurp/test.jsonl").read_text() == (out / "dataset/slurp/test.jsonl").read_text()
-    # another configuration in the same folder is regenerated; foreign SLURP data is refused
+    # a training run (replace=False) never deletes another configuration: one error naming the flags
+    before = sorted(p.name for p in (out2 / "slurp_real").iterdir())
+    with pytest.raises(S.CorpusError, match=r"tier tiny \(this run asks for demo: --tier\).*never deletes"):
+        S.synthesize_slu_corpus(out2, tier="demo", seed=0, scenarios=scen, replace=False)
+    with pytest.raises(S.CorpusError, match="--corpus_seed"):
+        S.check_corpus(out2, tier="tiny", seed=3)
+    S.check_corpus(out2, tier="tiny", seed=0)
+    assert sorted(p.name for p in (out2 / "slurp_real").iterdir()) == before
+    # slukd synth (replace=True) regenerates another configuration in the same folder; foreign data is refused
     S.synthesize_slu_corpus(out2, tier="tiny", seed=1, num_workers=2, scenarios=["weather"])
     assert {json.loads(line)["scenario"] for line in (out2 / "dataset/slurp/train.jsonl").open()} == {"weather"}
     assert all(f.name.startswith("synth-") for f in (out2 / "slurp_real").iterdir())
