@@ -153,7 +153,7 @@ def student_run(tmp_path_factory):
     argv = [
         str(REPO / "recipes/captioning_kd.py"),
         str(REPO / "hparams/captioning_kd/student_supervised.yaml"),
-        f"--base={REPO / 'tests/hparams/captioning_tiny.yaml'}",
+        f"--base={REPO / 'hparams/captioning_kd/base_tiny.yaml'}",
         f"--data_folder={tmp / 'data'}",
         f"--output_folder={tmp / 'run'}",
         "--synth_jobs=1",
