@@ -41,13 +41,14 @@ def _extras(hp: dict[str, Any]) -> None:
 
 def check_slu(hp: dict[str, Any]) -> None:
     """The class-incremental SLU recipe's cross-key rules, extras and data (see the module docstring)."""
-    from slukd.continual.memory import memory_budget
+    from slukd.continual.plugin import check_plugins
     from slukd.data.synth_slu import CorpusError, check_corpus
 
     _extras(hp)
-    try:  # the one rule for memory sizes, where the recipe applies it (total_items does not matter here)
-        memory_budget(hp["memory"], hp["memory_per_class"], hp["memory_fraction"], total_items=1, seed=0)
-    except HparamsError as err:
+    try:  # each continual method's own rules (the rehearsal memory: exactly one size, a known rule)
+        for plugin in check_plugins(hp["continual_methods"] + hp["extra_continual_methods"]):
+            plugin.check()
+    except (HparamsError, ValueError, TypeError) as err:
         raise SettingsError(str(err)) from None
     if hp.get("pretrained_folder") and not _has("transformers"):
         raise SettingsError("--pretrained_folder needs transformers: pip install 'slukd[pretrained]'")

@@ -7,6 +7,7 @@ A method is one :class:`ContinualPlugin` subclass, declared in a row YAML::
 The :class:`slukd.continual.ContinualRunner` and the training Brain (:class:`slukd.train.KDBrain`) call its hooks:
 
 ==========================  ==========================================================================================
+``check()``                 before any work: raise ValueError on settings that cannot work
 ``setup(run)``              once per run: ``n_train`` (training items of all tasks), ``n_classes``, ``seed``, ``out``
 ``reset()``                 before task 1 (fresh state)
 ``restore(folder, t)``      before task t > 1: the state saved after task t-1 (also after a kill and rerun)
@@ -103,6 +104,10 @@ class ContinualPlugin:
     stateful: bool = False
 
     # ------------------------------------------------------------------ state
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the setting when the plugin's settings cannot work; called before any work
+        (before the data is prepared), so a bad setting never costs a corpus preparation."""
+
     def setup(self, run: dict[str, Any]) -> None:
         """Once per run, before any task: ``run`` has ``n_train`` (training items of all tasks), ``n_classes``
         (classes of the corpus), ``seed`` and ``out`` (the run folder)."""

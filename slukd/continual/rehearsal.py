@@ -52,6 +52,12 @@ class Rehearsal(ContinualPlugin):
     def active(self) -> bool:
         return self.selection != "none"
 
+    def check(self) -> None:
+        """The memory rules of :func:`slukd.continual.memory.memory_budget` (exactly one size, a known rule), on
+        placeholder data sizes."""
+        memory_budget(self.selection, self.per_class, self.fraction, total_items=10**9, seed=0, rule=self.rule,
+                      n_classes=1)  # fmt: skip
+
     def setup(self, run: dict[str, Any]) -> None:
         """Size the memory from the run (``n_train``: training items of all tasks; ``n_classes``: classes of the
         corpus, for the fixed quota; ``seed``)."""

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from slukd.config import HparamValueError
+from slukd.checks import SettingsError
 from slukd.data.tokenizer import Tokenizer
 from tests.conftest import REPO
 from tests.helpers_slu import RECIPE, comparable_results, main, make_corpus, tiny_argv, write_order
@@ -94,8 +94,8 @@ def test_checkpoint_selection_uses_every_seen_scenario(corpus, tmp_path):
 def test_a_memory_size_is_never_silently_overridden(corpus, tmp_path):
     argv = [a for a in tiny_argv(corpus, tmp_path / "r", write_order(tmp_path), "rehearsal_5pct")
             if not a.startswith("--memory_fraction")]  # fmt: skip
-    with pytest.raises(HparamValueError, match="memory_per_class .*memory_fraction"):
-        main(argv)  # the row's 5% and the tiny settings' 2 per class: refused, not one silently winning
+    with pytest.raises(SettingsError, match="memory_per_class .*memory_fraction"):
+        main(argv)  # the row's 5% and the tiny settings' 2 per class: refused before any work, not one winning
     assert not (tmp_path / "r" / "task1").exists()
 
 

@@ -50,7 +50,7 @@ def test_a_data_change_between_runs_stops_with_what_changed_and_the_choices(tmp_
 def test_settings_are_checked_before_any_work(tmp_path):
     corpus = make_corpus(tmp_path / "c", {"train": 2, "devel": 1, "test": 1})
     out = tmp_path / "run"
-    for bad, expected in (("--later_task_epochs=one", "later_task_epochs.*int>=1 or null, got 'one'"),
+    for bad, expected in (("--later_task_epochs=one", "later_task_epochs.*int>=1 or list or null, got 'one'"),
                           ("--memory=herd", "memory.*'none' or 'random' or 'herding'"),
                           ("--memory_fraction=1.5", "memory_fraction.*float>=0<=1"),
                           ("--lr=-1", "lr.*float>0")):  # fmt: skip
