@@ -24,6 +24,7 @@ def _bench():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(5400)  # about 40 minutes on a loaded 2-core CPU (real-size models, beam 20 to 130 tokens)
 def test_both_recipes_run_every_task_at_the_real_size(tmp_path):
     ps = _bench()
     ckpts = ps.save_checkpoints(tmp_path / "ckpt", ["wav2vec2", "hubert", "wavlm"])
