@@ -353,14 +353,17 @@ def project(phases: dict[str, dict], sizes: dict[str, int], shares: dict[str, fl
 
 
 def project_captioning(phases: dict[str, dict], epochs: int = 30) -> dict:
-    """Hours of the captioning table (teacher + 13 student rows) from the per-batch costs, on Clotho's sizes."""
+    """Hours of the captioning table (the teacher + every student row file) from the per-batch costs, on Clotho's
+    sizes."""
+    n_students = len(list((REPO / "hparams" / "captioning_kd").glob("student_*.yaml")))
     per = {k: v["s_per_step"] / v["batch"] for k, v in phases.items() if "s_per_step" in v}
     n = CLOTHO["train_clips"] * CLOTHO["captions_per_clip"]
     teacher = epochs * n * per.get("cap_teacher_train", 0) + CLOTHO["test"] * per.get("cap_teacher_beam", 0)
     targets = CLOTHO["train_clips"] * per.get("cap_teacher_beam", 0)
     student = epochs * n * per.get("cap_student_train", 0) + CLOTHO["test"] * per.get("cap_student_beam", 0)
     return {"teacher_hours": round(teacher / 3600, 2), "student_row_hours": round((student + targets) / 3600, 2),
-            "table_hours_per_seed": round((teacher + 13 * student + targets) / 3600, 1)}  # fmt: skip
+            "table_hours_per_seed": round((teacher + n_students * student + targets) / 3600, 1),
+            "rows": n_students + 1}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -484,7 +487,7 @@ def markdown(report: dict) -> str:
         if "captioning" in proj:
             c = proj["captioning"]
             lines.append(
-                f"| captioning | {c['student_row_hours']} (student) | {c['teacher_hours']} (teacher) | | 14 |"
+                f"| captioning | {c['student_row_hours']} (student) | {c['teacher_hours']} (teacher) | | {c['rows']} |"
                 f" {c['table_hours_per_seed']} |"
             )
     return "\n".join(lines) + "\n"
