@@ -27,6 +27,15 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def _quiet_speechbrain_notices(record: logging.LogRecord) -> bool:
+    """Drop SpeechBrain's notices printed at every import (its quirks, two INFO lines; "torchvision is not available
+    - cannot save figures": slukd plots with matplotlib) from stderr, so a one-line error stays one line. (SpeechBrain
+    sets its loggers' levels when their modules are imported, so a level set here would not hold.)"""
+    if record.name == "speechbrain.utils.quirks" and record.levelno <= logging.INFO:
+        return False
+    return not (record.name == "speechbrain.utils.train_logger" and "torchvision" in str(record.msg))
+
+
 def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | None = None) -> None:
     """Configure the root logger once: a stderr handler and optionally a file handler.
 
@@ -42,9 +51,7 @@ def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | 
         handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
         root.setLevel(level)
-        logging.getLogger("speechbrain.utils.quirks").setLevel(logging.WARNING)  # two INFO lines at every import
-        # "torchvision is not available - cannot save figures" at every import: slukd plots with matplotlib
-        logging.getLogger("speechbrain.utils.train_logger").setLevel(logging.ERROR)
+        handler.addFilter(_quiet_speechbrain_notices)
         _CONFIGURED = True
     if log_file is not None:
         path = Path(log_file).resolve()
