@@ -488,6 +488,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, int8: boo
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m slukd.export.onnx_student RUN_DIR OUT_DIR [--int8]``; 0 on success, 2 with a one-line error."""
     p = argparse.ArgumentParser(prog="python -m slukd.export.onnx_student", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a finished captioning run (model.yaml, model.ckpt, vocab.json)")
     p.add_argument("out_dir", help="the ONNX folder to write")
