@@ -7,10 +7,11 @@ Speed: the same protocol as ``benchmarks/caption_speed.py`` (deterministic ``--s
 search with a key/value cache, exactly ``--max_len`` tokens per clip, medians over ``--repeats`` passes with the
 variants alternating, after a warm-up), at each of ``--batch_sizes`` (default 1, 8, 64). Variants: ``torch`` (the
 model as trained, eval, inference mode), ``torch-opt`` (:func:`slukd.models.inference_opt.optimize_for_inference`:
-batch-norm folding, in-place activations), ``onnx`` (the export on onnxruntime, fp32) and ``onnx-int8`` (its
-dynamically quantised graphs). Ratios are ``torch ms / variant ms`` per clip. The student is the paper's
-(EfficientNet-B2 + 2-layer decoder, 4400 words, random weights; ``--preset paper_real`` of caption_speed) or, with
-``--run``, a finished captioning run's model.
+batch-norm folding, conv/linear + activation fusion, in-place activations), ``onnx`` (the export on onnxruntime,
+fp32) and ``onnx-int8`` (its decoding step dynamically int8-quantised; ``--int8_all``: every graph).
+Ratios are ``torch ms / variant ms`` per clip. The student is the paper's (EfficientNet-B2 + 2-layer decoder, 4400
+words, random weights; ``--preset paper_real`` of caption_speed) or, with ``--run``, a finished captioning run's
+model.
 
 ``--cider`` (with ``--run``): captions of the run's whole test split (its manifest, beam and length limit) by
 ``torch``, ``onnx`` and ``onnx-int8``, scored with CIDEr-D (pycocoevalcap, the run's tokenisation), and how many
@@ -32,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from caption_speed import make_clips, run_once  # noqa: E402
 
-from slukd.export.onnx_student import OnnxStudent, export_student, quantize_folder  # noqa: E402
+from slukd.export.onnx_student import GRAPHS, INT8_GRAPHS, OnnxStudent, export_student, quantize_folder  # noqa: E402
 from slukd.models.inference_opt import optimize_for_inference  # noqa: E402
 
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     p.add_argument("--cider", action="store_true", help="also CIDEr-D on the run's test split (needs --run)")
     p.add_argument("--no_speed", action="store_true", help="skip the speed part")
+    p.add_argument("--int8_all", action="store_true", help="quantise every graph (default: the decoding step)")
     args = p.parse_args(argv)
     if args.cider and not args.run:
         p.error("--cider needs --run")
@@ -97,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     export_student(model, folder, sample_rate=sr, max_positions=max(64, args.max_len + 2))
     t1 = time.perf_counter()
-    quantize_folder(folder)
+    quantize_folder(folder, GRAPHS if args.int8_all else INT8_GRAPHS)
     t2 = time.perf_counter()
     sizes = {g: (folder / f"{g}.onnx").stat().st_size for g in ("encoder", "init", "step")}
-    sizes_q = {g: (folder / f"{g}.int8.onnx").stat().st_size for g in ("encoder", "init", "step")}
+    sizes_q = {g: (folder / f"{g}.int8.onnx" if (folder / f"{g}.int8.onnx").is_file() else folder / f"{g}.onnx")
+               .stat().st_size for g in GRAPHS}  # fmt: skip
     print(f"student: {'run ' + args.run if args.run else 'paper EfficientNet-B2 + 2-layer decoder (random)'}, "
           f"{sum(q.numel() for q in model.parameters()) / 1e6:.2f}M parameters; export {t1 - t0:.1f} s, int8 "
           f"{t2 - t1:.1f} s; ONNX {sum(sizes.values()) / 1e6:.1f} MB, int8 {sum(sizes_q.values()) / 1e6:.1f} MB; "
