@@ -24,25 +24,26 @@ import time
 from pathlib import Path
 
 import torch
-from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.utils.distributed import if_main_process
 
 from slukd.continual import ContinualRunner, RehearsalMemory
 from slukd.continual.first_task import FirstTaskCache, code_fingerprint
 from slukd.continual.memory import memory_budget
-from slukd.continual.runner import TaskOrderError, barrier
+from slukd.continual.runner import TaskOrderError
 from slukd.data.audio import set_audio_cache
 from slukd.data.target import ParseStats
-from slukd.distill import Teacher, TeacherTargets
+from slukd.distill import Teacher
 from slukd.experiment import main_guard, start_experiment
 from slukd.metrics.wer import write_wer_alignments
 from slukd.report import write_run_report
 from slukd.report.curves import plot_train_log
 from slukd.slu import SLUBrain, label_report, make_dataset, prepare_corpus, prepare_scenario, prepare_tokenizer
+from slukd.slu.data import audio_path
 from slukd.slu.evaluate import predictions, score_step
 from slukd.train import CompleteCheckpointer, make_train_logger
-from slukd.train.decode import decode, decode_dataset, pooled_features, teacher_target_fn
+from slukd.train.decode import decode, decode_dataset, pooled_features
 from slukd.train.sampling import train_loader
+from slukd.train.targets import teacher_targets
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
 from slukd.utils.model_io import save_model_spec
@@ -135,7 +136,15 @@ class SLURPIncremental:
             for term in kd_terms:
                 term.setup(model.encoder_dim, model.encoder_dim)
             if any("teacher_hyps" in term.needs for term in kd_terms):
-                targets = self.teacher_targets(teacher, mem_rows, tdir, t)
+                targets = teacher_targets(
+                    teacher, self.dataset(mem_rows), {r["ID"]: audio_path(r, self.data.root) for r in mem_rows},
+                    tdir / "targets", {"beam": hp["pseudo_beam_size"], "max_len": hp["max_decode_len"],
+                                       "precision": hp["eval_precision"]},
+                    beam_size=hp["pseudo_beam_size"], max_len=hp["max_decode_len"], precision=hp["eval_precision"],
+                    device=self.device, batch_size=hp["eval_batch_size"], hyps=True, emb=False,
+                    loading=(hp["sample_rate"], hp["max_audio_seconds"]),
+                    on_batch=functools.partial(maybe_die, "targets", t + 1),
+                )  # fmt: skip
         targets_s = time.perf_counter() - t_targets
 
         epochs = hp["number_of_epochs"] if t == 0 or hp["later_task_epochs"] is None else hp["later_task_epochs"]
@@ -186,28 +195,6 @@ class SLURPIncremental:
         path = tdir / "epoch_times.json"
         times = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         return [times[k] for k in sorted(times, key=int) if times[k] is not None]
-
-    def teacher_targets(self, teacher: Teacher, mem_rows: list[dict], tdir: Path, t: int) -> TeacherTargets:
-        """The teacher's beam-search hypotheses of the memory, decoded once per task (batched) and cached on disk,
-        in the precision the teacher was evaluated in."""
-        hp = self.hp
-        config = {"beam": hp["pseudo_beam_size"], "max_len": hp["max_decode_len"], "precision": hp["eval_precision"]}
-        targets = TeacherTargets(tdir / "targets", teacher.fingerprint, config, hyps=True, emb=False)
-        compute = teacher_target_fn(
-            teacher,
-            hp["pseudo_beam_size"],
-            hp["max_decode_len"],
-            self.device,
-            hp["eval_precision"],
-            hyps=True,
-            emb=False,
-        )
-        if if_main_process():
-            loader = make_dataloader(self.dataset(mem_rows), batch_size=hp["eval_batch_size"])
-            targets.ensure(loader, compute, on_batch=lambda k: maybe_die("targets", t + 1, k))
-        barrier()
-        targets.reload()
-        return targets
 
     # ---------------------------------------------------------------- evaluate after task t
     def evaluate(self, t: int, model, dest: Path | None = None) -> dict | None:
@@ -311,16 +298,27 @@ def test_only(hparams, strategy, runner, data, only_task):
     and the run's own results are never touched."""
     import json
 
+    from slukd.data.audio import dropped_items
     from slukd.data.slurp import prepare_slurp
     from slukd.slu.data import read_manifest_checked
     from slukd.utils.io import atomic_write_json
 
     dest = runner.out / "test_only"
+    report = data.report
     if hparams["test_data_folder"]:
+        from slukd.data.audio import check_and_drop_audio
+        from slukd.data.slurp import read_prepare_report
+
         folder = Path(hparams["test_data_folder"])
         prepare_slurp(str(folder), str(dest / "manifests"), splits=["test"], skip_bad=hparams["skip_bad"])
         data.rows["test"] = read_manifest_checked(dest / "manifests" / "test.csv")
         data.root = str(folder.resolve())
+        rows, audio_skipped, _ = check_and_drop_audio(
+            {"test": data.rows["test"]}, data.root, dest, sample_rate=hparams["sample_rate"],
+            max_seconds=hparams["max_audio_seconds"], skip_bad=hparams["skip_bad"], required=("test",),
+        )  # fmt: skip
+        data.rows["test"] = rows["test"]
+        report = {"prepare_skipped": read_prepare_report(dest / "manifests").skipped, "audio_skipped": audio_skipped}
     tasks = [t for t in range(runner.n_tasks) if runner.done(t)]
     if only_task is not None:
         tasks = [t for t in tasks if t == only_task - 1]
@@ -332,7 +330,10 @@ def test_only(hparams, strategy, runner, data, only_task):
         scores = strategy.evaluate(t, strategy.load_trained(t), dest=tdir)
         if scores is not None:
             source = hparams["test_data_folder"] or hparams["data_folder"]
-            atomic_write_json(dest / "results" / f"step{t + 1}.json", {"step": t + 1, "test_data": source, **scores})
+            atomic_write_json(
+                dest / "results" / f"step{t + 1}.json",
+                {"step": t + 1, "test_data": source, "dropped": dropped_items(report), **scores},
+            )
             logger.info("test_only: task %d -> %s", t + 1, json.dumps(scores["seen"]))
     return 0
 

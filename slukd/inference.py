@@ -142,21 +142,24 @@ def decode_waveforms(
     max_len: int,
     device: str = "cpu",
     precision: str | None = None,
+    unpadded: bool = False,
 ) -> list[list[int]]:
     """Best hypothesis (token ids, no bos/eos) of each mono waveform ``[S_i]``, decoded as one batch: a SpeechBrain
     ``PaddedBatch`` (``sig`` [B, max S_i] zero-padded, relative lengths ``S_i / max S_j``), ``model.encode`` then
-    :func:`slukd.train.decode.decode` under autocast in ``precision`` (as ``decode_dataset`` does)."""
+    :func:`slukd.train.decode.decode` under autocast in ``precision`` (as ``decode_dataset`` does). With
+    ``unpadded`` (captioning) each waveform is encoded at its own length
+    (:func:`slukd.train.decode.encode_unpadded`), so its hypothesis does not depend on the others."""
     from speechbrain.dataio.batch import PaddedBatch
 
-    from slukd.train.decode import autocast, decode
+    from slukd.train.decode import autocast, decode, encode_unpadded
 
     if not wavs:
         return []
     batch = PaddedBatch([{"id": str(i), "sig": w} for i, w in enumerate(wavs)]).to(device)
     sig, lens = batch.sig
     with autocast(device, precision):
-        enc = model.encode(sig, lens)
-        hyps = decode(model, enc, lens, beam_size, max_len)
+        enc, enc_lens = encode_unpadded(model, sig, lens) if unpadded else (model.encode(sig, lens), lens)
+        hyps = decode(model, enc, enc_lens, beam_size, max_len)
     return [[int(t) for t in h] for h in hyps]
 
 
@@ -182,6 +185,9 @@ def slu_result(path: PathLike, text: str) -> dict[str, Any]:
 class _RunModel:
     """A trained model of a run folder with its decoding settings (shared by :class:`SLUModel` and
     :class:`Captioner`)."""
+
+    #: encode every file at its own length (captioning: a caption never depends on the files decoded with it)
+    unpadded = False
 
     def __init__(
         self,
@@ -225,7 +231,8 @@ class _RunModel:
         for start in range(0, len(paths), self.batch_size):
             chunk = paths[start : start + self.batch_size]
             wavs = [self.load(p) for p in chunk]
-            out += decode_waveforms(self.model, wavs, self.beam_size, self.max_decode_len, self.device, self.precision)
+            out += decode_waveforms(self.model, wavs, self.beam_size, self.max_decode_len, self.device, self.precision,
+                                    unpadded=self.unpadded)  # fmt: skip
         return out
 
 
@@ -269,6 +276,7 @@ class SLUModel(_RunModel):
 
 
 class Captioner(_RunModel):
+    unpadded = True
     """The model of a finished captioning run, with its word vocabulary: audio -> caption."""
 
     def __init__(

@@ -139,6 +139,8 @@ def load_audio(
         raise ValueError(f"long_policy must be one of {LONG_POLICIES}, got {long_policy!r}")
     stats = AUDIO_STATS if stats is None else stats
     p = Path(path)
+    if p.is_dir():
+        raise AudioError(p, "missing", f"a folder, not an audio file (give its files: {p}/*.wav, {p}/*.flac, ...)")
     if not p.is_file():
         raise AudioError(p, "missing", "no such audio file")
     if p.stat().st_size == 0:
@@ -432,3 +434,12 @@ def check_and_drop_audio(
         if not rows[split]:
             raise ValueError(f"{path}: no usable {split} {what} is left after the audio check")
     return rows, skipped, check
+
+
+def dropped_items(report: dict, split: str = "test") -> dict:
+    """What a run's data ``report`` left out of one split: ``{"prepare_skipped": {reason: n}, "audio_skipped":
+    {reason: n}, "n_dropped": total}`` (the record ``--test_only`` results carry)."""
+    prep = dict((report.get("prepare_skipped") or {}).get(split) or {})
+    audio = dict((report.get("audio_skipped") or {}).get(split) or {})
+    return {"prepare_skipped": prep, "audio_skipped": audio,
+            "n_dropped": sum(int(n) for n in prep.values()) + sum(int(n) for n in audio.values())}  # fmt: skip
