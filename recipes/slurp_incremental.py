@@ -31,6 +31,7 @@ from slukd.continual.first_task import FirstTaskCache, code_fingerprint
 from slukd.continual.memory import memory_budget
 from slukd.continual.runner import TaskOrderError
 from slukd.data.audio import set_audio_cache
+from slukd.data.fingerprint import fingerprint_digest
 from slukd.data.target import ParseStats
 from slukd.distill import Teacher
 from slukd.experiment import main_guard, start_experiment
@@ -276,6 +277,7 @@ def main(argv: list[str]) -> int:
         resolved = (out / "hparams_resolved.yaml").read_text(encoding="utf-8")
         settings = settings_identity(resolved, NOT_IDENTITY | NOT_FIRST_TASK)
         settings["code"] = code_fingerprint([__file__])
+        settings["data"] = fingerprint_digest(out)  # the data itself, not only its folder (issue 28)
         cache, key = FirstTaskCache(hparams["first_task_cache"]), FirstTaskCache.key(settings)
 
     # the continual loop

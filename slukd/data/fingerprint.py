@@ -28,7 +28,7 @@ from slukd.utils.io import atomic_write_json
 logger = logging.getLogger(__name__)
 
 __all__ = ["DataChangedError", "fingerprint", "compare", "check_data", "FINGERPRINT_NAME", "POLICIES", "data_files",
-           "check_run_data", "run_data_changes"]
+           "check_run_data", "run_data_changes", "fingerprint_digest"]
 
 FINGERPRINT_NAME = "data_fingerprint.json"
 POLICIES = ("stop", "restart", "keep")
@@ -196,3 +196,13 @@ def run_data_changes(recipe: str, run_folder: str | os.PathLike) -> list[str]:
     sources, audio = data_files(recipe, hp)
     old = json.loads(fp.read_text(encoding="utf-8"))
     return compare(old, fingerprint(sources, audio, bool(hp.get("data_fingerprint_audio"))))
+
+
+def fingerprint_digest(run_folder: str | os.PathLike) -> str:
+    """sha256 of a run's data fingerprint (``data_fingerprint.json``; "" when it has none): a key part for caches
+    shared between runs (the first-task cache), so that a cache entry made on other data is never taken."""
+    path = Path(run_folder) / FINGERPRINT_NAME
+    if not path.is_file():
+        return ""
+    fp = json.loads(path.read_text(encoding="utf-8"))
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode("utf-8")).hexdigest()

@@ -95,8 +95,9 @@ def test_two_runs_started_together_into_one_folder_one_stops_with_one_line(tmp_p
         time.sleep(0.1)
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 2
-    err_lines = second.stderr.strip().splitlines()
-    assert len(err_lines) == 1 and "is in use by another run" in err_lines[0]
+    assert "Traceback" not in second.stderr
+    err_lines = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 1 and "is in use by another run" in err_lines[0], second.stderr[-3000:]
     assert f"pid {first.pid} on host" in err_lines[0] and "slurp_incremental.py" in err_lines[0]
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr[-3000:]
@@ -205,6 +206,21 @@ def test_a_read_only_output_folder_is_one_line_naming_the_path(tmp_path, capsys)
         subprocess.run(["chattr", "-i", str(out)], capture_output=True)
         out.chmod(0o755)
     assert (out / "task1" / "DONE").is_file()  # nothing lost
+    if not made_read_only:
+        return
+    save = out / "task2" / "save"  # read-only where the checkpointer saves (SpeechBrain's own writes)
+    save.mkdir(parents=True)
+    subprocess.run(["chattr", "+i", str(save)], check=True)
+    try:
+        assert _guarded(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert errors == [f"error: cannot write checkpoint {save}: Operation not permitted (earlier checkpoints are "
+                          "kept)"], errors  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", str(save)], capture_output=True)
+    assert _guarded(argv) == 0 and (out / "task2" / "DONE").is_file()
 
 
 def test_a_log_file_that_cannot_be_written_is_one_warning_not_a_traceback_per_record(tmp_path, capsys):
