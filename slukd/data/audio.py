@@ -291,18 +291,28 @@ class AudioCache:
     def __init__(self, max_mb: float = 0.0) -> None:
         self.max_bytes = int(max_mb * 2**20)
         self.used = 0
-        self.store: dict[tuple, torch.Tensor] = {}
+        self.store: dict[tuple, tuple[tuple, torch.Tensor]] = {}
 
     def load(self, path: str | os.PathLike, target_sr: int = 16000, max_seconds: float | None = None) -> torch.Tensor:
-        """``load_audio(path, target_sr, max_seconds, "crop")[0]``, from memory when seen before."""
+        """``load_audio(path, target_sr, max_seconds, "crop")[0]``, from memory when seen before and the file is
+        unchanged (same size, modification time and inode: a file replaced in place is decoded again)."""
         key = (str(path), int(target_sr), max_seconds)
-        wav = self.store.get(key)
-        if wav is None:
-            wav = load_audio(path, target_sr=target_sr, max_seconds=max_seconds, long_policy="crop")[0]
-            size = wav.numel() * wav.element_size()
-            if self.used + size <= self.max_bytes:
-                self.store[key] = wav
-                self.used += size
+        try:
+            st = os.stat(path)
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            stamp = None
+        hit = self.store.get(key)
+        if hit is not None and stamp is not None and hit[0] == stamp:
+            return hit[1]
+        wav = load_audio(path, target_sr=target_sr, max_seconds=max_seconds, long_policy="crop")[0]
+        if hit is not None:  # the file changed: forget the old waveform
+            self.used -= hit[1].numel() * hit[1].element_size()
+            del self.store[key]
+        size = wav.numel() * wav.element_size()
+        if stamp is not None and self.used + size <= self.max_bytes:
+            self.store[key] = (stamp, wav)
+            self.used += size
         return wav
 
 

@@ -68,9 +68,15 @@ def test_a_caption_does_not_depend_on_what_shares_its_batch(precision):
         assert decode_waveforms(model, wavs[k : k + 2], 3, 8, "cpu", precision, unpadded=True) == alone[k : k + 2]
 
 
-def test_the_teacher_target_cache_is_keyed_by_the_items_data(tmp_path):
+def test_the_teacher_target_cache_is_keyed_by_the_items_data(tmp_path, monkeypatch):
     """The same IDs with one clip replaced by silence: that clip is computed anew (its old embedding is never read),
-    the others come from the cache, and a fresh cache gives the same values."""
+    the others come from the cache, and a fresh cache gives the same values. The recipes' in-memory audio cache is
+    on (as in a run, or after any recipe test in this process): it must notice the replaced file too."""
+    from slukd.data.audio import AUDIO_CACHE
+
+    monkeypatch.setattr(AUDIO_CACHE, "max_bytes", 64 * 2**20)
+    monkeypatch.setattr(AUDIO_CACHE, "store", {})
+    monkeypatch.setattr(AUDIO_CACHE, "used", 0)
     torch.manual_seed(0)
     teacher = Teacher(build_model(SPECS["transformer"], 40))
     rng = np.random.default_rng(0)
