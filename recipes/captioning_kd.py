@@ -25,16 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from speechbrain.utils.distributed import if_main_process
 
 from slukd.captioning.brain import CaptionBrain
 from slukd.captioning.data import EpochClock, audio_dataset, caption_dataset, pseudo_caption_dataset
 from slukd.captioning.evaluate import evaluate_split, write_outputs
-from slukd.captioning.prepare import audio_only_rows, build_vocab, prepare_captions
+from slukd.captioning.prepare import audio_only_rows, build_vocab, check_caption_data, prepare_captions
 from slukd.checks import check_captioning
 from slukd.continual.runner import barrier
-from slukd.data.audio import set_audio_cache
+from slukd.data.audio import dropped_items, set_audio_cache
 from slukd.data.captions import WordVocab
 from slukd.distill import Teacher, TeacherTargets
 from slukd.experiment import main_guard, start_experiment, world_size
@@ -42,8 +41,8 @@ from slukd.models.seq2seq import count_parameters
 from slukd.report.curves import plot_train_log
 from slukd.train import CompleteCheckpointer, make_train_logger
 from slukd.train.brain import read_epoch_times
-from slukd.train.decode import teacher_target_fn
 from slukd.train.sampling import train_loader
+from slukd.train.targets import teacher_targets
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_json
 from slukd.utils.model_io import load_model, read_model_spec, save_model_spec
@@ -82,30 +81,22 @@ def load_teacher(folder: Path, device: str) -> tuple[Teacher, WordVocab, dict]:
 
 def compute_teacher_targets(hp, teacher, spec, rows, kd_terms, device) -> TeacherTargets:
     """Pseudo-captions and pooled embeddings of ``rows`` from the teacher, decoded as the teacher was evaluated
-    (its beam size, length limit and precision), once per teacher. They are cached in the student's own folder
-    (``<output_folder>/teacher_targets``, keyed by the teacher's fingerprint): nothing is written into the teacher's
-    folder, which may be shared and read-only."""
+    (its beam size, length limit and precision), once per teacher, by item and data
+    (:func:`slukd.train.targets.teacher_targets`, shared with the SLU recipe). They are cached in the student's own
+    folder (``<output_folder>/teacher_targets``): nothing is written into the teacher's folder, which may be shared
+    and read-only."""
     want_hyps = any("teacher_hyps" in t.needs for t in kd_terms)
     want_emb = any("teacher_emb" in t.needs for t in kd_terms)
     beam, max_len, precision = spec["test_beam_size"], spec["max_decode_len"], spec["eval_precision"]
-    config = {"beam": beam, "max_len": max_len, "precision": precision, "kind": "caption"}
-    targets = TeacherTargets(Path(hp["output_folder"]) / "teacher_targets", teacher.fingerprint, config,
-                             hyps=want_hyps, emb=want_emb)  # fmt: skip
-    compute = teacher_target_fn(teacher, beam, max_len, device, precision, hyps=want_hyps, emb=want_emb)
-    if if_main_process() and targets.missing([r["ID"] for r in rows]):
-        ds = audio_dataset(rows, hp["sample_rate"], hp["max_audio_seconds"])
-        loader = torch.utils.data.DataLoader(ds, batch_size=hp["eval_batch_size"], collate_fn=_collate)
-        targets.ensure(loader, compute, total=len(loader), progress=not hp["noprogressbar"],
-                       on_batch=lambda k: maybe_die("targets", 1, k))  # fmt: skip
-    barrier()
-    targets.reload()
-    return targets
-
-
-def _collate(items):
-    from speechbrain.dataio.batch import PaddedBatch
-
-    return PaddedBatch(items)
+    sr, crop = hp["sample_rate"], hp["max_audio_seconds"]
+    return teacher_targets(
+        teacher, audio_dataset(rows, sr, crop), {r["ID"]: r["wav"] for r in rows},
+        Path(hp["output_folder"]) / "teacher_targets",
+        {"beam": beam, "max_len": max_len, "precision": precision, "kind": "caption"},
+        beam_size=beam, max_len=max_len, precision=precision, device=device, batch_size=hp["eval_batch_size"],
+        hyps=want_hyps, emb=want_emb, loading=(sr, crop), progress=not hp["noprogressbar"],
+        on_batch=lambda k: maybe_die("targets", 1, k),
+    )  # fmt: skip
 
 
 def make_brain(hparams, run_opts, model, vocab, data, ao_rows, teacher, kd_terms, targets, out):
@@ -117,7 +108,9 @@ def make_brain(hparams, run_opts, model, vocab, data, ao_rows, teacher, kd_terms
     valid_ds = caption_dataset(data.rows["valid"], vocab, None, sr, crop, sort=True)
     ao_ds = None  # audio-only clips with the teacher's pseudo-caption as their target
     if ao_rows and targets is not None and targets.want_hyps:
-        ao_ds = pseudo_caption_dataset(ao_rows, targets.hyps, vocab.bos_id, vocab.eos_id, sr, crop)
+        ids = [r["ID"] for r in ao_rows]
+        hyps = {i: h for i, h in zip(ids, targets.hyps_of(ids)) if h is not None}
+        ao_ds = pseudo_caption_dataset(ao_rows, hyps, vocab.bos_id, vocab.eos_id, sr, crop)
     epochs = hparams["number_of_epochs"]
     counter = hparams["epoch_counter"](limit=epochs)
     checkpointer = CompleteCheckpointer(out / "save", recoverables={"model": model, "counter": counter})
@@ -168,18 +161,25 @@ def main(argv: list[str]) -> int:
     out = Path(hparams["output_folder"])
     device = run_opts.device or "cpu"
     set_audio_cache(hparams["audio_cache_mb"])
-    if (out / "results.json").is_file() and not run_opts.test_only:  # same settings (checked), finished
+    state = check_caption_data(hparams, out)  # changed data: stop, or restart (results deleted), or keep
+    barrier()
+    if (out / "results.json").is_file() and not run_opts.test_only:  # same settings and data (checked), finished
         results = json.loads((out / "results.json").read_text(encoding="utf-8"))
         logger.info("%s is finished (results.json present): CIDEr-D %.3f", out, results["test"]["CIDEr_D"])
         print(f"{hparams['row']}: CIDEr-D {results['test']['CIDEr_D']:.3f} (finished earlier)")
         return 0
 
     # data: corpus, manifests, clips decoded once, audio-only pools
-    data = prepare_captions(hparams, out)
+    data = prepare_captions(hparams, out, state)
     ao_rows = audio_only_rows(hparams, data)
     if run_opts.test_only:  # the finished model on the test split again (a new corpus: --data_folder elsewhere)
         model = load_model(out, out / "model.ckpt", device)
         metrics = test_model(hparams, model, WordVocab.load(out / "vocab.json"), data, device, out / "test_only")
+        if if_main_process():  # what was scored, on which data, and how many test clips were left out
+            atomic_write_json(out / "test_only" / "results.json", {
+                "row": hparams["row"], "test_data": str(hparams["data_folder"]), "dropped": dropped_items(data.report),
+                "test": {k: v for k, v in metrics.items() if not k.startswith("per_item_")},
+            })  # fmt: skip
         print(f"{hparams['row']} (test_only): CIDEr-D {metrics['CIDEr_D']:.3f}")
         return 0
 

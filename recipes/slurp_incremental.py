@@ -74,6 +74,7 @@ def main(argv: list[str]) -> int:
             out, (out / "hparams_resolved.yaml").read_text(encoding="utf-8"), vocab_size=tokenizer.vocab_size,
             test_beam_size=hparams["test_beam_size"], max_decode_len=hparams["max_decode_len"],
             eval_precision=hparams["eval_precision"], sample_rate=hparams["sample_rate"],
+            length_penalty=hparams["length_penalty"],
             tasks=[list(task) for task in scenario.tasks],
         )  # fmt: skip
 
@@ -113,16 +114,27 @@ def test_only(hparams, strategy, runner, data, only_task):
     """``--test_only``: the selected model of each finished task (or of ``--task N``) decodes the test split again
     (or the test split of ``test_data_folder``); predictions, wer.txt and scores go to ``<output_folder>/test_only``
     and the run's own results are never touched."""
+    from slukd.data.audio import dropped_items
     from slukd.data.slurp import prepare_slurp
     from slukd.slu.data import read_manifest_checked
     from slukd.utils.io import atomic_write_json
 
     dest = runner.out / "test_only"
+    report = data.report
     if hparams["test_data_folder"]:
+        from slukd.data.audio import check_and_drop_audio
+        from slukd.data.slurp import read_prepare_report
+
         folder = Path(hparams["test_data_folder"])
         prepare_slurp(str(folder), str(dest / "manifests"), splits=["test"], skip_bad=hparams["skip_bad"])
         data.rows["test"] = read_manifest_checked(dest / "manifests" / "test.csv")
         data.root = str(folder.resolve())
+        rows, audio_skipped, _ = check_and_drop_audio(
+            {"test": data.rows["test"]}, data.root, dest, sample_rate=hparams["sample_rate"],
+            max_seconds=hparams["max_audio_seconds"], skip_bad=hparams["skip_bad"], required=("test",),
+        )  # fmt: skip
+        data.rows["test"] = rows["test"]
+        report = {"prepare_skipped": read_prepare_report(dest / "manifests").skipped, "audio_skipped": audio_skipped}
     tasks = [t for t in range(runner.n_tasks) if runner.done(t)]
     if only_task is not None:
         tasks = [t for t in tasks if t == only_task - 1]
@@ -134,7 +146,10 @@ def test_only(hparams, strategy, runner, data, only_task):
         scores = strategy.evaluate(t, strategy.load_trained(t), dest=tdir)
         if scores is not None:
             source = hparams["test_data_folder"] or hparams["data_folder"]
-            atomic_write_json(dest / "results" / f"step{t + 1}.json", {"step": t + 1, "test_data": source, **scores})
+            atomic_write_json(
+                dest / "results" / f"step{t + 1}.json",
+                {"step": t + 1, "test_data": source, "dropped": dropped_items(report), **scores},
+            )
             logger.info("test_only: task %d -> %s", t + 1, json.dumps(scores["seen"]))
     return 0
 

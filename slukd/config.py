@@ -116,6 +116,21 @@ def row_chain(path: str | os.PathLike, base_override: str | None = None) -> list
     return chain[::-1]
 
 
+def _check_given_once(text: str) -> None:
+    """A key given twice on the command line (``--lr 0.1 ... --lr 0.2``) is an error naming it and both values."""
+    seen: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.match(r"([^\s#:][^:]*?)\s*:(?:\s+(.*))?$", line)
+        if not m:
+            continue
+        key, value = m.group(1), (m.group(2) or "").strip()
+        if key in seen:
+            raise HparamsError(
+                f"command-line override --{key} is given twice ({seen[key]!r} and {value!r}); give it once"
+            )
+        seen[key] = value
+
+
 def parse_overrides(overrides: str | Mapping | list[str] | None) -> CommentedMap:
     """Command-line overrides as a tree: SpeechBrain's YAML string (``"a: 1\\nb.c: 2"``), a mapping, or
     ``["--a=1", "--b.c", "2"]``; dotted keys become nested mappings."""
@@ -138,6 +153,7 @@ def parse_overrides(overrides: str | Mapping | list[str] | None) -> CommentedMap
             i += 1
         overrides = "\n".join(lines)
     if isinstance(overrides, str):
+        _check_given_once(overrides)
         try:
             tree = _yaml().load(overrides)
         except Exception as err:

@@ -34,6 +34,7 @@ import speechbrain as sb
 import torch
 
 from slukd.config import load_hparams, parse_overrides, row_chain
+from slukd.utils.lock import hold_run_lock, release_all
 from slukd.utils.logging import log_to_files, setup_logging
 from slukd.utils.run import record_run, settings_identity
 
@@ -105,6 +106,8 @@ def start_experiment(
     out = Path(hp["output_folder"])
     global _NEW_FOLDER
     _NEW_FOLDER = out if rank == 0 and world_size() == 1 and not (out.exists() and any(out.iterdir())) else None
+    if rank == 0:  # one writer per run folder (slukd.utils.lock): another process working here stops this one
+        hold_run_lock(out)
     setup_logging(log_file=out / ("log.txt" if rank == 0 else f"log.rank{rank}.txt"))
     if shortened:
         logger.warning("shortened run (SpeechBrain --debug / --optimizer_step_limit): writing to %s", out)
@@ -146,6 +149,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from slukd.continual.runner import TaskOrderError
     from slukd.continual.scenario import ScenarioError
     from slukd.data.audio import AudioError, BadAudioError
+    from slukd.data.captions import CaptionFormatError
     from slukd.data.fingerprint import DataChangedError
     from slukd.data.slurp import SlurpFormatError
     from slukd.data.synth_slu import CorpusError
@@ -154,11 +158,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from slukd.resources import ResourceError
     from slukd.slu.data import ManifestError
     from slukd.utils.io import WriteError
+    from slukd.utils.lock import RunLockedError
     from slukd.utils.run import IncompatibleRunError
 
     return (HparamsError, IncompatibleRunError, TaskOrderError, ScenarioError, AudioError, BadAudioError,
             SlurpFormatError, ManifestError, ResourceError, WriteError, InferenceError, DataChangedError,
-            CorpusError, TTSError, FileNotFoundError, PermissionError)  # fmt: skip
+            CorpusError, TTSError, FileNotFoundError, PermissionError, RunLockedError, CaptionFormatError)  # fmt: skip
 
 
 def print_recipe_help(doc: str, argv: list[str]) -> None:
@@ -212,3 +217,5 @@ def main_guard(main_fn, argv: list[str] | None = None, doc: str = "") -> int:
         if not isinstance(exc, (SystemExit, KeyboardInterrupt)):
             logger.error("run stopped: %s: %s", type(exc).__name__, exc, exc_info=exc)
         raise
+    finally:
+        release_all()

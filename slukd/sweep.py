@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from slukd.resources import hparams_dir, list_rows, recipe_path, resolve_row
+from slukd.utils.lock import FD_ENV, holder_of, try_lock
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +56,29 @@ class Run:
                f"--output_folder={self.out}"]  # fmt: skip
         return cmd + ([f"--task={task}"] if task is not None else [])
 
-    def finished(self) -> bool:
-        """Whether the run folder holds a finished run (captioning: results.json; SLU: every task DONE)."""
+    def finished(self, check_data: bool = True) -> bool:
+        """Whether the run folder holds a finished run (captioning: results.json; SLU: every task DONE) made on
+        the data as it is now: a finished run whose data changed since it started is not finished (the recipe
+        then applies its ``data_changed`` policy: stop naming the change, restart or keep)."""
         if self.recipe == "captioning":
-            return (self.out / "results.json").is_file()
-        scen = self.out / "scenario.json"
-        if not scen.is_file():
-            return False
-        import json
+            done = (self.out / "results.json").is_file()
+        else:
+            scen = self.out / "scenario.json"
+            if not scen.is_file():
+                return False
+            import json
 
-        n = len(json.loads(scen.read_text(encoding="utf-8"))["tasks"])
-        return all((self.out / f"task{k}" / "DONE").is_file() for k in range(1, n + 1))
+            n = len(json.loads(scen.read_text(encoding="utf-8"))["tasks"])
+            done = all((self.out / f"task{k}" / "DONE").is_file() for k in range(1, n + 1))
+        if not done or not check_data:
+            return done
+        from slukd.data.fingerprint import run_data_changes
+
+        changes = run_data_changes(self.recipe, self.out)
+        if changes:
+            logger.warning("sweep: %s finished earlier, but its data changed since (%s): run again", self.name,
+                           "; ".join(changes))  # fmt: skip
+        return not changes
 
 
 #: SpeechBrain run options that are flags (``--noprogressbar``, not ``--noprogressbar=true``)
@@ -180,11 +193,16 @@ def run_local(
     status: dict[str, int] = {}
     pending = [r for r in plan]
     running: dict[str, tuple[subprocess.Popen, float, Any]] = {}
-    for r in pending[:]:
-        if r.finished():
-            logger.info("sweep: %s finished earlier: skipped", r.name)
-            status[r.name] = 0
-            pending.remove(r)
+    busy: set[str] = set()  # runs another process was training when last looked at (logged once)
+    for r in pending[:]:  # finished runs (on unchanged data) first, so that the runs after them can start
+        lock = try_lock(r.out)
+        if lock is not None:
+            done = r.finished()
+            lock.release()
+            if done:
+                logger.info("sweep: %s finished earlier: skipped", r.name)
+                status[r.name] = 0
+                pending.remove(r)
     while pending or running:
         for r in pending[:]:
             if len(running) >= jobs:
@@ -196,13 +214,31 @@ def run_local(
                 continue
             if any(a not in status for a in r.after):
                 continue
+            # one writer per run folder: a run another process holds is looked at again once it is free
+            lock = try_lock(r.out)
+            if lock is None:
+                if r.name not in busy:
+                    logger.info("sweep: %s is in use (%s): checked again when it is free", r.name, holder_of(r.out))
+                    busy.add(r.name)
+                continue
+            if r.finished():
+                lock.release()
+                logger.info("sweep: %s finished earlier: skipped", r.name)
+                status[r.name] = 0
+                pending.remove(r)
+                continue
             log = None
             if log_dir is not None:
                 log_dir.mkdir(parents=True, exist_ok=True)
                 log = open(log_dir / (r.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115 - closed below
             logger.info("sweep: start %s (%d thread(s))", r.name, threads)
-            proc = subprocess.Popen(r.command(), env=_env(threads), stdout=log or subprocess.DEVNULL,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+            try:  # the recipe inherits the locked file: the folder is never free between this check and its start
+                proc = subprocess.Popen(r.command(), env={**_env(threads), FD_ENV: str(lock.fd)},
+                                        stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                        pass_fds=(lock.fd,))  # fmt: skip
+            finally:
+                os.close(lock.fd)  # the child's copy keeps the lock
+                lock.fd = None
             running[r.name] = (proc, time.perf_counter(), log)
             pending.remove(r)
         time.sleep(0.5)

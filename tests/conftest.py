@@ -39,6 +39,9 @@ def _seed_everything():
     except ImportError:  # pragma: no cover
         pass
     yield
+    from slukd.utils.lock import release_all
+
+    release_all()  # a recipe run in-process holds its folder's lock like a process would: give it back
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def evaluate_split(
     t0 = time.monotonic()
     tokens = decode_dataset(
         model, dataset, beam_size=beam_size, batch_size=batch_size, max_len=max_len, device=str(device),
-        precision=precision, progress=progress, desc="test", on_batch=on_batch,
+        precision=precision, progress=progress, desc="test", on_batch=on_batch, unpadded=True,
     )  # fmt: skip
     preds = {i: vocab.decode(t) for i, t in tokens.items()}
     decode_s = time.monotonic() - t0

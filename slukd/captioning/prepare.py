@@ -21,7 +21,7 @@ from speechbrain.utils.distributed import run_on_main
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CaptionData", "prepare_captions", "audio_only_rows", "build_vocab", "POOL_PREFIX"]
+__all__ = ["CaptionData", "check_caption_data", "prepare_captions", "audio_only_rows", "build_vocab", "POOL_PREFIX"]
 
 #: ID prefix of the clips that never had captions (see slukd.data.captions); other audio-only clips are the
 #: uncaptioned remainder of the training set.
@@ -37,15 +37,14 @@ class CaptionData:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], dict[str, Any]]:
-    from slukd.data.captions import prepare_audiocaps, prepare_clotho, read_manifest, read_prepare_report
+def check_caption_data(hp: dict[str, Any], out: str | Path) -> str:
+    """The corpus (generated on first use for ``corpus: scenes``) and the run's data policy
+    (:func:`slukd.data.fingerprint.check_run_data`, shared with the SLU recipe): called before a finished run is
+    called finished, so a changed corpus is noticed (stop), starts the run over (restart, ``results.json``
+    deleted) or is ignored (keep). Returns the state ("new", "same", "restarted", "kept")."""
+    from slukd.data.fingerprint import check_run_data
 
     corpus, data = hp["corpus"], Path(hp["data_folder"])
-    man = out / "manifests"
-    kwargs = dict(
-        audio_only_folder=hp["audio_only_folder"], captioned_fraction=float(hp["captioned_fraction"]),
-        seed=int(hp["corpus_seed"]),
-    )  # fmt: skip
     if corpus == "scenes":
         from slukd.data.synth_scenes import generate_scenes
 
@@ -54,22 +53,57 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], di
             kwargs={"out_dir": data, "tier": hp["tier"], "seed": int(hp["corpus_seed"]), "jobs": hp["synth_jobs"],
                     "progress": not hp["noprogressbar"]},
         )  # fmt: skip
-        prepare = prepare_clotho
-    elif corpus == "clotho":
-        prepare = prepare_clotho
-    elif corpus == "audiocaps":
-        prepare = prepare_audiocaps
-    else:
+    elif corpus not in ("clotho", "audiocaps"):
         raise ValueError(f"hparam corpus must be scenes, clotho or audiocaps; got {corpus!r}")
-    state = _check_data(hp, out, data)
+    return check_run_data("captioning", hp, Path(out), DATA_OUTPUTS)
+
+
+def _manifests(hp: dict[str, Any], out: Path, state: str | None) -> tuple[dict[str, list[dict]], dict[str, Any]]:
+    from slukd.data.captions import (
+        CaptionFormatError,
+        prepare_audiocaps,
+        prepare_clotho,
+        read_manifest,
+        read_prepare_report,
+    )
+
+    data = Path(hp["data_folder"])
+    man = out / "manifests"
+    kwargs = dict(
+        audio_only_folder=hp["audio_only_folder"], captioned_fraction=float(hp["captioned_fraction"]),
+        seed=int(hp["corpus_seed"]), skip_bad=bool(hp["skip_bad"]),
+    )  # fmt: skip
+    if state is None:
+        state = check_caption_data(hp, out)
+    prepare = prepare_audiocaps if hp["corpus"] == "audiocaps" else prepare_clotho
     paths = {s: man / f"{s}.csv" for s in ("train", "valid", "test", "audio_only")}
     if not (state == "kept" and all(p.is_file() for p in paths.values())):  # keep: the manifests made at the start
         run_on_main(prepare, args=[data, man], kwargs=kwargs)
     rows = {split: read_manifest(p) for split, p in paths.items()}
+    prep = read_prepare_report(man)
     for split in ("train", "valid", "test"):
-        if not rows[split]:
-            raise ValueError(f"{paths[split]}: no usable clips in the {split} split")
-    return rows, {**read_prepare_report(man), "data_state": state}
+        if not rows[split]:  # named by the corpus file it comes from (the manifest is ours)
+            raise CaptionFormatError(
+                f"{_source_of(hp, split)}: no usable clips in the {split} split{_why(prep, split)}"
+            )
+    return rows, {**prep, "data_state": state}
+
+
+def _source_of(hp: dict[str, Any], split: str) -> Path:
+    """The corpus file a split is read from (Clotho / the built-in corpus: its captions CSV; AudioCaps: its CSV)."""
+    from slukd.data.captions import AUDIOCAPS_SPLITS, CLOTHO_SPLITS
+
+    data = Path(hp["data_folder"])
+    if hp["corpus"] == "audiocaps":
+        return data / f"{AUDIOCAPS_SPLITS[split]}.csv"
+    return data / f"clotho_captions_{CLOTHO_SPLITS[split]}.csv"
+
+
+def _why(prep: dict[str, Any], split: str) -> str:
+    skipped = (prep.get("skipped") or {}).get(split) or {}
+    if not skipped:
+        return " (the file has no clip rows)"
+    return " (every row skipped: " + ", ".join(f"{n} {r}" for r, n in sorted(skipped.items())) + ")"
 
 
 #: run-folder entries made from the data (deleted by data_changed: restart); the run record and logs stay
@@ -87,34 +121,18 @@ DATA_OUTPUTS = (
     "samples_test.md",
     "curves.png",
     "teacher_targets",
+    "results.json",
+    "test_only",
 )
 
 
-def _check_data(hp: dict[str, Any], out: Path, data: Path) -> str:
-    """The data_changed policy (slukd.data.fingerprint) on the corpus folder: its CSVs and every audio file."""
-    from speechbrain.utils.distributed import if_main_process
-
-    from slukd.data.fingerprint import check_data, fingerprint
-
-    if not if_main_process():
-        return "new"
-    if not data.is_dir():
-        raise FileNotFoundError(f"data folder not found: {data}")
-    exts = (".flac", ".wav", ".ogg", ".mp3")
-    files = [p for p in data.rglob("*") if p.is_file()]
-    sources = [p for p in files if p.suffix.lower() == ".csv"]
-    audio = [str(p) for p in files if p.suffix.lower() in exts]
-    if hp["audio_only_folder"]:
-        audio += [str(p) for p in Path(hp["audio_only_folder"]).rglob("*") if p.suffix.lower() in exts]
-    return check_data(out, fingerprint(sources, audio, hp["data_fingerprint_audio"]), hp["data_changed"], DATA_OUTPUTS)
-
-
-def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
-    """Corpus, manifests, audio check and audio-only pools of a run (see the module docstring)."""
+def prepare_captions(hp: dict[str, Any], out: str | Path, state: str | None = None) -> CaptionData:
+    """Corpus, manifests, audio check and audio-only pools of a run (see the module docstring); ``state``: what
+    :func:`check_caption_data` returned when the recipe called it first (else it is called here)."""
     from slukd.data.audio import check_and_drop_audio
 
     out = Path(out)
-    rows, prep = _manifests(hp, out)
+    rows, prep = _manifests(hp, out, state)
     limit = hp["limit_clips"]  # smoke tests: the first N clips of each split
     if limit:
         rows = {k: v[: int(limit)] for k, v in rows.items()}
@@ -124,12 +142,14 @@ def prepare_captions(hp: dict[str, Any], out: str | Path) -> CaptionData:
     report: dict[str, Any] = {"prepare_skipped": prep.get("skipped", {})}
     if prep.get("data_state") in ("kept", "restarted"):  # a rerun after a data change says how it went on
         report["data_state"] = prep["data_state"]
-    if hp["audio_check"]:
-        rows, skipped, check = check_and_drop_audio(
-            rows, None, out, sample_rate=hp["sample_rate"], max_seconds=hp["max_audio_seconds"],
-            skip_bad=hp["skip_bad"], required=("train", "valid", "test"), what="clip",
-        )  # fmt: skip
-        report.update(audio_skipped=skipped, audio_notes=check.notes)
+    # audio_check: false still checks the test split (a bad test clip would otherwise crash after all training)
+    checked, skipped, check = check_and_drop_audio(
+        rows if hp["audio_check"] else {"test": rows["test"]}, None, out, sample_rate=hp["sample_rate"],
+        max_seconds=hp["max_audio_seconds"], skip_bad=hp["skip_bad"],
+        required=("train", "valid", "test") if hp["audio_check"] else ("test",), what="clip",
+    )  # fmt: skip
+    rows = {**rows, **checked}
+    report.update(audio_checked=bool(hp["audio_check"]) or "test", audio_skipped=skipped, audio_notes=check.notes)
     from slukd.data.audio import duration_outliers
 
     long = duration_outliers({r["ID"]: float(r["duration"]) for r in rows["train"]}, factor=4.0)

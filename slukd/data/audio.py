@@ -139,6 +139,8 @@ def load_audio(
         raise ValueError(f"long_policy must be one of {LONG_POLICIES}, got {long_policy!r}")
     stats = AUDIO_STATS if stats is None else stats
     p = Path(path)
+    if p.is_dir():
+        raise AudioError(p, "missing", f"a folder, not an audio file (give its files: {p}/*.wav, {p}/*.flac, ...)")
     if not p.is_file():
         raise AudioError(p, "missing", "no such audio file")
     if p.stat().st_size == 0:
@@ -289,18 +291,28 @@ class AudioCache:
     def __init__(self, max_mb: float = 0.0) -> None:
         self.max_bytes = int(max_mb * 2**20)
         self.used = 0
-        self.store: dict[tuple, torch.Tensor] = {}
+        self.store: dict[tuple, tuple[tuple, torch.Tensor]] = {}
 
     def load(self, path: str | os.PathLike, target_sr: int = 16000, max_seconds: float | None = None) -> torch.Tensor:
-        """``load_audio(path, target_sr, max_seconds, "crop")[0]``, from memory when seen before."""
+        """``load_audio(path, target_sr, max_seconds, "crop")[0]``, from memory when seen before and the file is
+        unchanged (same size, modification time and inode: a file replaced in place is decoded again)."""
         key = (str(path), int(target_sr), max_seconds)
-        wav = self.store.get(key)
-        if wav is None:
-            wav = load_audio(path, target_sr=target_sr, max_seconds=max_seconds, long_policy="crop")[0]
-            size = wav.numel() * wav.element_size()
-            if self.used + size <= self.max_bytes:
-                self.store[key] = wav
-                self.used += size
+        try:
+            st = os.stat(path)
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            stamp = None
+        hit = self.store.get(key)
+        if hit is not None and stamp is not None and hit[0] == stamp:
+            return hit[1]
+        wav = load_audio(path, target_sr=target_sr, max_seconds=max_seconds, long_policy="crop")[0]
+        if hit is not None:  # the file changed: forget the old waveform
+            self.used -= hit[1].numel() * hit[1].element_size()
+            del self.store[key]
+        size = wav.numel() * wav.element_size()
+        if stamp is not None and self.used + size <= self.max_bytes:
+            self.store[key] = (stamp, wav)
+            self.used += size
         return wav
 
 
@@ -432,3 +444,12 @@ def check_and_drop_audio(
         if not rows[split]:
             raise ValueError(f"{path}: no usable {split} {what} is left after the audio check")
     return rows, skipped, check
+
+
+def dropped_items(report: dict, split: str = "test") -> dict:
+    """What a run's data ``report`` left out of one split: ``{"prepare_skipped": {reason: n}, "audio_skipped":
+    {reason: n}, "n_dropped": total}`` (the record ``--test_only`` results carry)."""
+    prep = dict((report.get("prepare_skipped") or {}).get(split) or {})
+    audio = dict((report.get("audio_skipped") or {}).get(split) or {})
+    return {"prepare_skipped": prep, "audio_skipped": audio,
+            "n_dropped": sum(int(n) for n in prep.values()) + sum(int(n) for n in audio.values())}  # fmt: skip

@@ -76,16 +76,29 @@ def normalize_caption(text: str) -> str:
     return " ".join(text.split())
 
 
+class CaptionFormatError(ValueError):
+    """Bad caption-corpus input (a row, a file, an empty split); the message names the file (and line)."""
+
+
+#: skip reasons that are not errors even with ``skip_bad: false`` (an exact repeat is kept once, as for SLURP)
+HARMLESS_SKIPS = ("duplicate_clip", "duplicate_caption")
+
+
 @dataclass
 class SkipStats:
-    """Skipped rows by split and reason, with the first few locations (``file:line: detail (reason)``)."""
+    """Skipped rows by split and reason, with the first few locations (``file:line: detail (reason)``). With
+    ``strict`` (``skip_bad: false``) a bad row raises :class:`CaptionFormatError` instead (exact repeats excepted)."""
 
     counts: dict[str, Counter] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    strict: bool = False
 
     def skip(self, split: str, reason: str, where: str, detail: str = "") -> None:
         if reason not in SKIP_REASONS:
             raise ValueError(f"unknown skip reason {reason!r}")
+        if self.strict and reason not in HARMLESS_SKIPS:
+            shown = f"{where}: {detail} ({reason})" if detail else f"{where}: ({reason})"
+            raise CaptionFormatError(f"{shown}; fix it, or set skip_bad: true to skip and count such rows")
         self.counts.setdefault(split, Counter())[reason] += 1
         msg = f"{where}: {detail} ({reason})" if detail else f"{where}: ({reason})"
         if len(self.examples) < 20:
@@ -209,7 +222,7 @@ def read_clotho_csv(
         header = reader.fieldnames or []
         cap_cols = sorted((c for c in header if re.fullmatch(r"caption_\d+", c or "")), key=lambda c: int(c[8:]))
         if "file_name" not in header or not cap_cols or len(cap_cols) < (n_captions or 1):
-            raise ValueError(
+            raise CaptionFormatError(
                 f"{csv_path}: expected columns file_name, caption_1..caption_{n_captions or 'N'}; got {header}"
             )
         for r in reader:
@@ -288,6 +301,7 @@ def prepare_clotho(
     captioned_fraction: float = 1.0,
     seed: int = 0,
     n_captions: int | None = CLOTHO_CAPTIONS,
+    skip_bad: bool = True,
 ) -> dict[str, Path]:
     """Clotho v2 layout -> ``save_folder/{train,valid,test,audio_only}.csv``. Returns the manifest paths.
 
@@ -295,12 +309,13 @@ def prepare_clotho(
     ``audio_only.csv`` is used automatically when present. ``captioned_fraction`` < 1 keeps captions for a seeded
     fraction of the training clips and moves the others to the audio-only manifest. ``n_captions``: captions a row
     must have (Clotho: 5; None accepts any number >= 1). Skips by split and reason go to
-    ``save_folder/prepare_report.json`` (:func:`read_prepare_report`).
+    ``save_folder/prepare_report.json`` (:func:`read_prepare_report`); with ``skip_bad=False`` the first bad row
+    (missing, empty or non-audio file, wrong caption count, ...) raises :class:`CaptionFormatError` naming it.
     """
     data, save = Path(data_folder), Path(save_folder)
     if not data.is_dir():
         raise FileNotFoundError(f"Clotho data folder not found: {data}")
-    stats = SkipStats()
+    stats = SkipStats(strict=not skip_bad)
     out: dict[str, list[dict[str, Any]]] = {}
     for split, cname in CLOTHO_SPLITS.items():
         csv_path = data / f"clotho_captions_{cname}.csv"
@@ -412,12 +427,14 @@ def prepare_audiocaps(
     captioned_fraction: float = 1.0,
     seed: int = 0,
     captions_per_clip: dict[str, int] | None = None,
+    skip_bad: bool = True,
 ) -> dict[str, Path]:
     """AudioCaps CSVs (one row per caption) -> manifests grouped per clip. Returns the manifest paths.
 
     ``captions_per_clip``: {split: count} a clip must have (e.g. :data:`AUDIOCAPS_CAPTIONS_PER_CLIP`); None checks
     nothing. Clip-level skips (``missing_audio``, ``unreadable_audio``, ``wrong_caption_count``) count clips, the
-    others caption rows. Skips by split and reason go to ``save_folder/prepare_report.json``.
+    others caption rows. Skips by split and reason go to ``save_folder/prepare_report.json``; with
+    ``skip_bad=False`` the first bad row raises :class:`CaptionFormatError` naming it.
     """
     data, save = Path(data_folder), Path(save_folder)
     if not data.is_dir():
@@ -425,7 +442,7 @@ def prepare_audiocaps(
     for k in captions_per_clip or {}:
         if k not in AUDIOCAPS_SPLITS:
             raise ValueError(f"captions_per_clip: unknown split {k!r}; use {sorted(AUDIOCAPS_SPLITS)}")
-    stats = SkipStats()
+    stats = SkipStats(strict=not skip_bad)
     out: dict[str, list[dict[str, Any]]] = {}
     for split, aname in AUDIOCAPS_SPLITS.items():
         csv_path = data / f"{aname}.csv"

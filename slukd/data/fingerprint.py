@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from slukd.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataChangedError", "fingerprint", "compare", "check_data", "FINGERPRINT_NAME", "POLICIES"]
+__all__ = ["DataChangedError", "fingerprint", "compare", "check_data", "FINGERPRINT_NAME", "POLICIES", "data_files",
+           "check_run_data", "run_data_changes", "fingerprint_digest"]
 
 FINGERPRINT_NAME = "data_fingerprint.json"
 POLICIES = ("stop", "restart", "keep")
@@ -134,3 +135,74 @@ def check_data(out_dir: str | os.PathLike, current: dict, policy: str, outputs: 
         return "restarted"
     logger.warning("data changed (%s): --data_changed=keep continues with the data prepared at the start", what)
     return "kept"
+
+
+# ---------------------------------------------------------------------------------------------------- both recipes
+_AUDIO_EXTS = (".flac", ".wav", ".ogg", ".mp3")
+
+
+def data_files(recipe: str, hp: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(metadata files, audio files) a run of ``recipe`` ("slu" | "captioning") reads, from its hparams: SLU the
+    SLURP split jsonl files and every audio file of ``slurp_real`` / ``slurp_synth`` / ``audio``; captioning every
+    CSV and audio file of the corpus folder and of ``audio_only_folder``."""
+    data = Path(hp["data_folder"])
+    if recipe == "slu":
+        splits = ["train", "devel", "test"] + (["train_synthetic"] if hp.get("use_synthetic") else [])
+        sources = [data / "dataset" / "slurp" / f"{s}.jsonl" for s in splits]
+        dirs = [data / d for d in ("slurp_real", "slurp_synth", "audio")]
+        audio = [str(p) for d in dirs if d.is_dir() for p in d.rglob("*") if p.suffix.lower() in _AUDIO_EXTS]
+        return [str(p) for p in sources if p.is_file()], audio
+    if recipe != "captioning":
+        raise ValueError(f"recipe must be 'slu' or 'captioning', got {recipe!r}")
+    files = [p for p in data.rglob("*") if p.is_file()] if data.is_dir() else []
+    sources = [str(p) for p in files if p.suffix.lower() == ".csv"]
+    audio = [str(p) for p in files if p.suffix.lower() in _AUDIO_EXTS]
+    if hp.get("audio_only_folder"):
+        audio += [str(p) for p in Path(hp["audio_only_folder"]).rglob("*") if p.suffix.lower() in _AUDIO_EXTS]
+    return sources, audio
+
+
+def check_run_data(recipe: str, hp: Mapping[str, Any], out: str | os.PathLike, outputs: Iterable[str]) -> str:
+    """The one data policy of both recipes, applied before any other work of a run (a finished run included): the
+    run's data (:func:`data_files`) against its first fingerprint, with the run's ``data_changed`` policy
+    (:func:`check_data`; ``restart`` deletes ``outputs``, the results that mark a finished run among them). Main
+    process only (the others get "new"); returns the state."""
+    from speechbrain.utils.distributed import if_main_process
+
+    if not if_main_process():
+        return "new"
+    if not Path(hp["data_folder"]).is_dir():
+        raise FileNotFoundError(f"data folder not found: {hp['data_folder']}")
+    sources, audio = data_files(recipe, hp)
+    return check_data(out, fingerprint(sources, audio, bool(hp["data_fingerprint_audio"])), hp["data_changed"],
+                      outputs)  # fmt: skip
+
+
+def run_data_changes(recipe: str, run_folder: str | os.PathLike) -> list[str]:
+    """What changed in the data of the run in ``run_folder`` since it started, in words (empty when nothing did, or
+    when the run has no fingerprint yet): the check ``slukd sweep`` makes before it calls a finished run done. The
+    run's settings come from its ``hparams_resolved.yaml``."""
+    from ruamel.yaml import YAML
+
+    from slukd.config import plain
+
+    run = Path(run_folder)
+    fp, hp_file = run / FINGERPRINT_NAME, run / "hparams_resolved.yaml"
+    if not fp.is_file() or not hp_file.is_file():
+        return []
+    hp = plain(YAML(typ="rt").load(hp_file.read_text(encoding="utf-8")) or {})
+    if not Path(str(hp.get("data_folder", ""))).is_dir():
+        return [f"data folder {hp.get('data_folder')} not found"]
+    sources, audio = data_files(recipe, hp)
+    old = json.loads(fp.read_text(encoding="utf-8"))
+    return compare(old, fingerprint(sources, audio, bool(hp.get("data_fingerprint_audio"))))
+
+
+def fingerprint_digest(run_folder: str | os.PathLike) -> str:
+    """sha256 of a run's data fingerprint (``data_fingerprint.json``; "" when it has none): a key part for caches
+    shared between runs (the first-task cache), so that a cache entry made on other data is never taken."""
+    path = Path(run_folder) / FINGERPRINT_NAME
+    if not path.is_file():
+        return ""
+    fp = json.loads(path.read_text(encoding="utf-8"))
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode("utf-8")).hexdigest()

@@ -4,10 +4,13 @@ captioning: every training and audio-only clip).
 
 The cache file ``<cache_dir>/targets_<key>.pt`` (key = sha256 of the teacher fingerprint and the settings that
 change the targets: beam, length limit, precision, ...) holds ``{"fingerprint", "config", "hyps": {id: [tokens]},
-"emb": {id: Tensor [D]}}``. It is rewritten atomically every ``flush_every`` new items, so a killed job resumes
-where it stopped; another teacher (or other settings) never reads it. The recipe supplies ``compute_fn(batch) ->
-(hyps | None, emb [B, D] | None)``: it runs the teacher exactly as the teacher was evaluated (same decoding and
-precision), so the targets are what the reported teacher produces.
+"emb": {id: Tensor [D]}}``. With ``item_data`` (item ID -> a digest of the item's data: its audio bytes and how it
+is loaded, :func:`audio_digest`) an entry is keyed by ``"<id>@<digest>"``: the same ID with other data (a clip
+replaced, another crop) is another entry, computed anew, never read from the old one. The file is rewritten
+atomically every ``flush_every`` new items, so a killed job resumes where it stopped; another teacher (or other
+settings) never reads it. The recipe supplies ``compute_fn(batch) -> (hyps | None, emb [B, D] | None)``: it runs
+the teacher exactly as the teacher was evaluated (same decoding and precision), so the targets are what the
+reported teacher produces.
 """
 
 from __future__ import annotations
@@ -26,9 +29,19 @@ from slukd.utils.io import atomic_torch_save
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TeacherTargets", "batch_ids"]
+__all__ = ["TeacherTargets", "batch_ids", "audio_digest"]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+
+
+def audio_digest(path: str | Path, *settings: Any) -> str:
+    """sha256 (16 hex digits) of a file's bytes and the loading ``settings`` (sample rate, crop, ...): the key of
+    an item's data in a teacher-target cache."""
+    h = hashlib.sha256(json.dumps([str(s) for s in settings]).encode("utf-8"))
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def batch_ids(batch: Any) -> list[str]:
@@ -53,6 +66,7 @@ class TeacherTargets:
         config: settings that change the targets (part of the key and stored in the file).
         hyps / emb: which targets to compute (seq-KD needs hypotheses, encoder KD embeddings).
         flush_every: rewrite the cache after this many newly computed items.
+        item_data: item ID -> digest of its data (see the module docstring); IDs not in it are keyed by ID alone.
     """
 
     def __init__(
@@ -63,6 +77,7 @@ class TeacherTargets:
         hyps: bool = True,
         emb: bool = False,
         flush_every: int = 512,
+        item_data: Mapping[str, str] | None = None,
     ) -> None:
         if not fingerprint or not isinstance(fingerprint, str):
             raise ValueError("TeacherTargets needs the teacher's fingerprint (a non-empty string)")
@@ -71,12 +86,18 @@ class TeacherTargets:
         self.config = dict(config or {})
         self.want_hyps, self.want_emb = bool(hyps), bool(emb)
         self.flush_every = max(1, int(flush_every))
+        self.item_data = {str(k): str(v) for k, v in (item_data or {}).items()}
         blob = json.dumps({"fingerprint": fingerprint, "config": self.config}, sort_keys=True, default=str)
         self.key = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
         self.path = self.cache_dir / f"targets_{self.key}.pt"
         self.hyps: dict[str, list[int]] = {}
         self.emb: dict[str, torch.Tensor] = {}
         self.reload()
+
+    def entry(self, item: str) -> str:
+        """The cache key of an item: ``"<id>@<data digest>"`` (its ID alone when its data digest is unknown)."""
+        digest = self.item_data.get(str(item))
+        return str(item) if digest is None else f"{item}@{digest}"
 
     # ------------------------------------------------------------------ cache file
     def reload(self) -> int:
@@ -97,8 +118,8 @@ class TeacherTargets:
             )
         self.hyps = {str(k): [int(t) for t in v] for k, v in data["hyps"].items()}
         self.emb = {str(k): v for k, v in data["emb"].items()}
-        n = len(self.ready_ids(set(self.hyps) | set(self.emb)))
-        logger.info("teacher targets: %d cached items read from %s", n, self.path)
+        n = len(set(self.hyps) | set(self.emb))
+        logger.info("teacher targets: %d cached entries read from %s", n, self.path)
         return n
 
     def flush(self) -> Path:
@@ -116,7 +137,9 @@ class TeacherTargets:
     def ready_ids(self, ids: Iterable[str]) -> list[str]:
         """The IDs among ``ids`` that have every wanted target."""
         return [
-            i for i in map(str, ids) if (not self.want_hyps or i in self.hyps) and (not self.want_emb or i in self.emb)
+            i
+            for i in map(str, ids)
+            if (not self.want_hyps or self.entry(i) in self.hyps) and (not self.want_emb or self.entry(i) in self.emb)
         ]
 
     def missing(self, ids: Iterable[str]) -> list[str]:
@@ -126,19 +149,19 @@ class TeacherTargets:
 
     def hyps_of(self, ids: Sequence[str]) -> list[list[int] | None]:
         """The hypotheses of ``ids`` (None where there is none)."""
-        return [self.hyps.get(str(i)) for i in ids]
+        return [self.hyps.get(self.entry(str(i))) for i in ids]
 
     def emb_of(self, ids: Sequence[str], device: str | torch.device | None = None) -> torch.Tensor:
         """The embeddings of ``ids`` stacked [N, D]; a missing one raises KeyError naming it."""
-        missing = [i for i in ids if str(i) not in self.emb]
+        missing = [i for i in ids if self.entry(str(i)) not in self.emb]
         if missing:
             raise KeyError(f"no teacher embedding for item {missing[0]!r} in {self.path} (run ensure() over it first)")
-        out = torch.stack([self.emb[str(i)] for i in ids])
+        out = torch.stack([self.emb[self.entry(str(i))] for i in ids])
         return out if device is None else out.to(device)
 
     def emb_mean(self, ids: Iterable[str] | None = None) -> torch.Tensor | None:
         """Mean embedding over ``ids`` (default all cached items) [D], or None when there is none."""
-        keys = list(self.emb) if ids is None else [str(i) for i in ids if str(i) in self.emb]
+        keys = list(self.emb) if ids is None else [self.entry(str(i)) for i in ids if self.entry(str(i)) in self.emb]
         if not keys:
             return None
         return torch.stack([self.emb[k] for k in keys]).float().mean(dim=0)
@@ -192,9 +215,9 @@ class TeacherTargets:
                 if item not in todo:
                     continue
                 if self.want_hyps:
-                    self.hyps[item] = [int(t) for t in hyps[b]]
+                    self.hyps[self.entry(item)] = [int(t) for t in hyps[b]]
                 if self.want_emb:
-                    self.emb[item] = emb_cpu[b].clone()
+                    self.emb[self.entry(item)] = emb_cpu[b].clone()
                 todo.discard(item)  # a duplicate ID in a batch keeps the first
                 computed += 1
                 since_flush += 1

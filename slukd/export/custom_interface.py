@@ -66,7 +66,7 @@ class _SlukdInterface(Pretrained):
         """Best hypothesis (token ids) of each waveform ``[S_i]``, decoded as one padded batch."""
         return decode_waveforms(
             self.mods.model, wavs, self.hparams.beam_size, self.hparams.max_decode_len, str(self.device),
-            self.hparams.eval_precision,
+            self.hparams.eval_precision, unpadded=isinstance(self, CaptioningInterface),
         )  # fmt: skip
 
     def _split(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> list[torch.Tensor]:

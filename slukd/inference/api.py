@@ -126,21 +126,25 @@ def decode_waveforms(
     max_len: int,
     device: str = "cpu",
     precision: str | None = None,
+    length_penalty: float | None = None,
+    unpadded: bool = False,
 ) -> list[list[int]]:
     """Best hypothesis (token ids, no bos/eos) of each mono waveform ``[S_i]``, decoded as one batch: a SpeechBrain
     ``PaddedBatch`` (``sig`` [B, max S_i] zero-padded, relative lengths ``S_i / max S_j``), ``model.encode`` then
-    :func:`slukd.train.decode.decode` under autocast in ``precision`` (as ``decode_dataset`` does)."""
+    :func:`slukd.train.decode.decode` under autocast in ``precision`` (as ``decode_dataset`` does; ``length_penalty``
+    as the run's test decoding). With ``unpadded`` (captioning) each waveform is encoded at its own length
+    (:func:`slukd.train.decode.encode_unpadded`), so its hypothesis does not depend on the others."""
     from speechbrain.dataio.batch import PaddedBatch
 
-    from slukd.train.decode import autocast, decode
+    from slukd.train.decode import autocast, decode, encode_unpadded
 
     if not wavs:
         return []
     batch = PaddedBatch([{"id": str(i), "sig": w} for i, w in enumerate(wavs)]).to(device)
     sig, lens = batch.sig
     with autocast(device, precision):
-        enc = model.encode(sig, lens)
-        hyps = decode(model, enc, lens, beam_size, max_len)
+        enc, enc_lens = encode_unpadded(model, sig, lens) if unpadded else (model.encode(sig, lens), lens)
+        hyps = decode(model, enc, enc_lens, beam_size, max_len, length_penalty)
     return [[int(t) for t in h] for h in hyps]
 
 
@@ -167,6 +171,9 @@ class _RunModel:
     """A trained model of a run folder with its decoding settings (shared by :class:`SLUModel` and
     :class:`Captioner`)."""
 
+    #: encode every input at its own length (captioning: a caption never depends on the inputs decoded with it)
+    unpadded = False
+
     def __init__(
         self,
         run_dir: Path,
@@ -192,6 +199,7 @@ class _RunModel:
         self.batch_size = int(batch_size)
         self.max_decode_len = int(spec["max_decode_len"])
         self.precision = str(spec["eval_precision"])
+        self.length_penalty = spec.get("length_penalty")  # the run's test decoding (SLU paper base: 0.6)
         self.sample_rate = int(sample_rate)
         max_seconds = _resolved_setting(self.run_dir, "max_audio_seconds", None)
         self.max_audio_seconds = float(max_seconds) if max_seconds is not None else None
@@ -264,7 +272,8 @@ class _RunModel:
         for start in range(0, len(good), self.batch_size):
             idx = good[start : start + self.batch_size]
             hyps = decode_waveforms(self.model, [wavs[i] for i in idx], self.beam_size, self.max_decode_len,
-                                    self.device, self.precision)  # fmt: skip
+                                    self.device, self.precision, length_penalty=self.length_penalty,
+                                    unpadded=self.unpadded)  # fmt: skip
             for i, h in zip(idx, hyps):
                 out[i] = h
         return out
@@ -331,6 +340,8 @@ class SLUModel(_RunModel):
 
 class Captioner(_RunModel):
     """The model of a finished captioning run, with its word vocabulary: audio -> caption."""
+
+    unpadded = True
 
     def __init__(
         self, run_dir: PathLike, device: str = "cpu", beam_size: int | None = None, batch_size: int = 8

@@ -363,6 +363,8 @@ def load_predictions(path: str | os.PathLike, key: str = "file") -> list[dict[st
                 "line": lineno,
             }
         )
+    if not items:  # scoring nothing would print every metric as 0.00
+        raise SlurpFormatError(f"{path}: no predictions (the file has no prediction lines)")
     logger.info("loaded %d predictions (key=%s) from %s", len(items), key, path)
     return items
 
@@ -645,6 +647,11 @@ def cli_main(argv: list[str], prog: str = "slukd score slurp") -> int:
         )
     except (SlurpFormatError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    if scores.n_scored == 0:
+        key = "slurp_id" if args.gold_transcripts else "file"
+        print(f"{prog}: error: {args.pred}: none of its {scores.n_pred} predictions matches a gold item of "
+              f"{args.gold} by {key}", file=sys.stderr)  # fmt: skip
         return 1
     result = scores.to_dict(per_label=args.per_label)
     result.update(gold=str(args.gold), pred=str(args.pred), key="slurp_id" if args.gold_transcripts else "file")

@@ -173,6 +173,7 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "peak_rss_mb": max(float(s.get("peak_rss_mb", 0.0)) for s in steps),
         "valid_scope": steps[0].get("valid_scope"),
         "skipped": skip_counts(steps[-1].get("data")),
+        "kept_long": long_clip_counts(steps[-1].get("data")),
         "first_task_reused": bool((steps[0].get("first_task") or {}).get("reused", False)),
     }
 
@@ -307,12 +308,17 @@ def _run_notes(summary: dict[str, Any]) -> list[str]:
     total = sum(skipped.values())
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()) if v)
     lines.append(f"- Items skipped or not scorable: {total}" + (f" ({detail})." if detail else "."))
+    long = summary.get("kept_long") or {}
+    if any(long.values()):  # kept, so not among the skipped; one clip can be both an outlier and cropped
+        lines.append(f"- Long clips (kept, not skipped): {long.get('duration_outliers', 0)} longer than 4x the median "
+                     f"duration; {long.get('audio_cropped', 0)} cropped to max_audio_seconds when loaded.")  # fmt: skip
     return lines
 
 
 def skip_counts(data: dict[str, Any] | None) -> dict[str, int]:
-    """Every count of a step's ``data`` record as ``{"<what>/<split>/<reason>": n}`` (prepare and audio skips,
-    test items outside the tasks, test labels without a token, duration outliers, audio notes that drop data)."""
+    """Every count of items a step left out, from its ``data`` record, as ``{"<what>/<split>/<reason>": n}``
+    (prepare and audio skips, test items outside the tasks, test labels without a token). Long clips that were kept
+    (duration outliers, cropped clips) are not skipped items: :func:`long_clip_counts`."""
     out: dict[str, int] = {}
     if not data:
         return out
@@ -326,11 +332,15 @@ def skip_counts(data: dict[str, Any] | None) -> dict[str, int]:
         n = sum(int(x) for x in v.values()) if isinstance(v, dict) else int(v)
         if n:
             out[what] = n
-    if data.get("duration_outliers"):
-        out["duration_outliers"] = int(data["duration_outliers"])
-    if (data.get("audio_notes") or {}).get("cropped"):
-        out["audio_cropped"] = int(data["audio_notes"]["cropped"])
     return out
+
+
+def long_clip_counts(data: dict[str, Any] | None) -> dict[str, int]:
+    """Long clips a step kept: ``duration_outliers`` (longer than 4x the median) and ``audio_cropped`` (cropped to
+    ``max_audio_seconds``); one clip may be both, so the two are never added up."""
+    data = data or {}
+    return {"duration_outliers": int(data.get("duration_outliers") or 0),
+            "audio_cropped": int((data.get("audio_notes") or {}).get("cropped") or 0)}  # fmt: skip
 
 
 def _save_fig(fig, path: Path) -> None:

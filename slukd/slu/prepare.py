@@ -38,15 +38,6 @@ class SLUData:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _data_files(data_folder: Path, splits: list[str]) -> tuple[list[Path], list[str]]:
-    """(metadata files, audio files) of a SLURP-layout folder: the split jsonl files and every audio file."""
-    sources = [data_folder / "dataset" / "slurp" / f"{s}.jsonl" for s in splits]
-    dirs = [data_folder / d for d in ("slurp_real", "slurp_synth", "audio")]
-    exts = (".flac", ".wav", ".ogg", ".mp3")
-    audio = [str(p) for d in dirs if d.is_dir() for p in d.rglob("*") if p.suffix.lower() in exts]
-    return [p for p in sources if p.is_file()], audio
-
-
 #: run-folder entries made from the data (deleted by data_changed: restart); the run record and logs stay
 DATA_OUTPUTS = ("manifests", "audio_check.json", "tokenizer", "scenario.json", "model.yaml", "results", "report.csv",
                 "report.md", "matrix_intent_acc.csv", "matrix_wer.csv", "matrix_full_wer.csv", "matrix_slu_f1.csv",
@@ -54,8 +45,8 @@ DATA_OUTPUTS = ("manifests", "audio_check.json", "tokenizer", "scenario.json", "
 
 
 def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], str, dict[str, Any]]:
-    from slukd.data.fingerprint import check_data, fingerprint
-    from slukd.data.slurp import prepare_slurp, read_prepare_report
+    from slukd.data.fingerprint import check_run_data
+    from slukd.data.slurp import SlurpFormatError, prepare_slurp, read_prepare_report
     from slukd.slu.data import read_manifest_checked
 
     data_folder = Path(hp["data_folder"])
@@ -72,12 +63,9 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
     splits = ["train", "devel", "test"] + (["train_synthetic"] if hp["use_synthetic"] else [])
     if not (data_folder / "dataset" / "slurp").is_dir():
         raise FileNotFoundError(f"{data_folder}: not a SLURP-layout folder (no dataset/slurp/*.jsonl)")
-    # the data a resumed run was started on (data_changed: stop | restart | keep)
-    state = "new"
-    if if_main_process():
-        sources, audio = _data_files(data_folder, splits)
-        outputs = list(DATA_OUTPUTS) + [p.name for p in out.glob("task*")] + [p.name for p in out.glob("memory_*")]
-        state = check_data(out, fingerprint(sources, audio, hp["data_fingerprint_audio"]), hp["data_changed"], outputs)
+    # the data a resumed (or finished) run was started on (data_changed: stop | restart | keep), as for captioning
+    outputs = list(DATA_OUTPUTS) + [p.name for p in out.glob("task*")] + [p.name for p in out.glob("memory_*")]
+    state = check_run_data("slu", hp, out, outputs)
     kwargs = {
         "data_folder": str(data_folder),
         "out_dir": str(out / "manifests"),
@@ -97,10 +85,14 @@ def _manifests(hp: dict[str, Any], out: Path) -> tuple[dict[str, list[dict]], st
         rows[split] = read_manifest_checked(path)
     if hp["use_synthetic"]:
         rows["train"] = rows["train"] + rows.pop("train_synthetic")
+    skipped = read_prepare_report(out / "manifests").skipped
     for split in ("train", "devel", "test"):
-        if not rows[split]:
-            raise ValueError(f"{out / 'manifests' / (split + '.csv')}: the {split} manifest is empty")
-    report = {"prepare_skipped": read_prepare_report(out / "manifests").skipped}
+        if not rows[split]:  # named by the corpus file it comes from (the manifest is ours)
+            why = skipped.get(split) or {}
+            why = ", ".join(f"{n} {r}" for r, n in sorted(why.items())) if why else "the file has no item lines"
+            source = data_folder / "dataset" / "slurp" / f"{split}.jsonl"
+            raise SlurpFormatError(f"{source}: no usable items in the {split} split ({why})")
+    report = {"prepare_skipped": skipped}
     if state in ("kept", "restarted"):  # a rerun after a data change says how it went on
         report["data_state"] = state
     return rows, str(data_folder.resolve()), report
@@ -111,18 +103,20 @@ def _check_audio(hp: dict[str, Any], out: Path, rows: dict[str, list[dict]], roo
     (``skip_bad: true``, counted) or stop with :class:`slukd.slu.data.BadAudioError` naming them."""
     from slukd.data.audio import check_and_drop_audio
 
-    if not hp["audio_check"]:
-        return rows, {"audio_checked": False}
-    rows, skipped, check = check_and_drop_audio(
-        rows, root, out, sample_rate=hp["sample_rate"], max_seconds=hp["max_audio_seconds"],
-        skip_bad=hp["skip_bad"], required=("train", "devel", "test"),
+    # audio_check: false still checks the test split (a bad test clip would otherwise crash after all training)
+    splits = ("train", "devel", "test") if hp["audio_check"] else ("test",)
+    checked, skipped, check = check_and_drop_audio(
+        {s: rows[s] for s in splits}, root, out, sample_rate=hp["sample_rate"], max_seconds=hp["max_audio_seconds"],
+        skip_bad=hp["skip_bad"], required=splits,
     )  # fmt: skip
+    rows = {**rows, **checked}
     if skipped.get("test"):
         logger.warning("test items with unusable audio are left out of every score: %s", skipped["test"])
     notes = {k: v for k, v in check.notes.items() if v}
     if notes:
         logger.info("audio handled while checking %d files: %s", check.n_files, notes)
-    return rows, {"audio_checked": True, "audio_skipped": skipped, "audio_notes": check.notes}
+    return rows, {"audio_checked": bool(hp["audio_check"]) or "test", "audio_skipped": skipped,
+                  "audio_notes": check.notes}  # fmt: skip
 
 
 def prepare_corpus(hp: dict[str, Any], out: str | Path) -> SLUData:

@@ -22,13 +22,13 @@ from slukd.distill import TEACHER_NEEDS, Teacher, TeacherTargets
 from slukd.metrics.wer import write_wer_alignments
 from slukd.report.curves import plot_train_log
 from slukd.slu.brain import SLUBrain, slu_forward, slu_loss
-from slukd.slu.data import make_dataset
+from slukd.slu.data import audio_path, make_dataset
 from slukd.slu.evaluate import predictions, score_step
 from slukd.train import CompleteCheckpointer, make_train_logger
 from slukd.train.brain import read_epoch_times
-from slukd.train.decode import decode, decode_dataset, pooled_features, teacher_target_fn
+from slukd.train.decode import decode, decode_dataset, pooled_features
 from slukd.train.sampling import train_loader
-from slukd.utils.distributed import barrier
+from slukd.train.targets import teacher_targets
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_jsonl
 from slukd.utils.run import seed_everything
@@ -214,22 +214,21 @@ class SLUStrategy:
         return kd_terms, teacher, targets
 
     def teacher_targets(self, teacher: Teacher, rows: list[dict], t: int) -> TeacherTargets:
-        """The teacher's beam-search hypotheses of ``rows`` (the items KD applies to), decoded once per task (batched)
-        and cached on disk, in the precision the teacher was evaluated in."""
-        hp, tdir = self.hp, self.runner.task_dir(t)
+        """The teacher's beam-search hypotheses of ``rows`` (the items KD applies to), decoded once per task and
+        cached on disk by item data (:func:`slukd.train.targets.teacher_targets`, the one function of both recipes),
+        in the precision the teacher was evaluated in."""
+        hp = self.hp
         config = {"beam": hp["pseudo_beam_size"], "max_len": hp["max_decode_len"], "precision": hp["eval_precision"]}
         if hp["length_penalty"] is not None:  # (absent otherwise: caches made before the option stay valid)
             config["length_penalty"] = hp["length_penalty"]
-        targets = TeacherTargets(tdir / "targets", teacher.fingerprint, config, hyps=True, emb=False)
-        compute = teacher_target_fn(teacher, hp["pseudo_beam_size"], hp["max_decode_len"], self.device,
-                                    hp["eval_precision"], hyps=True, emb=False,
-                                    length_penalty=hp["length_penalty"])  # fmt: skip
-        if if_main_process():
-            loader = make_dataloader(self.dataset(rows), batch_size=hp["eval_batch_size"])
-            targets.ensure(loader, compute, on_batch=lambda k: maybe_die("targets", t + 1, k))
-        barrier()
-        targets.reload()
-        return targets
+        return teacher_targets(
+            teacher, self.dataset(rows), {r["ID"]: audio_path(r, self.data.root) for r in rows},
+            self.runner.task_dir(t) / "targets", config, beam_size=hp["pseudo_beam_size"],
+            max_len=hp["max_decode_len"], precision=hp["eval_precision"], device=self.device,
+            batch_size=hp["eval_batch_size"], hyps=True, emb=False,
+            loading=(hp["sample_rate"], hp["max_audio_seconds"]),
+            length_penalty=hp["length_penalty"], on_batch=functools.partial(maybe_die, "targets", t + 1),
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- evaluate after task t
     def evaluate(self, t: int, model: torch.nn.Module, dest: Path | None = None) -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import speechbrain as sb
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
-from slukd.utils.io import atomic_write_text
+from slukd.utils.io import WriteError, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,11 @@ class CompleteCheckpointer(sb.utils.checkpoints.Checkpointer):
                     shutil.rmtree(d)
 
     def save_checkpoint(self, *args, **kwargs):
-        ckpt = super().save_checkpoint(*args, **kwargs)
+        before = set(self.checkpoints_dir.glob("CKPT+*")) if self.checkpoints_dir.is_dir() else set()
+        try:
+            ckpt = super().save_checkpoint(*args, **kwargs)
+        except (OSError, RuntimeError) as err:
+            raise self._write_error(err, before) from err
         if ckpt is not None:
             atomic_write_text(Path(ckpt.path) / COMPLETE_MARKER, "ok\n")
         # under DDP every process must see the marker before any of them lists checkpoints (the deletion that
@@ -43,3 +48,29 @@ class CompleteCheckpointer(sb.utils.checkpoints.Checkpointer):
 
     def list_checkpoints(self):
         return [c for c in super().list_checkpoints() if (Path(c.path) / COMPLETE_MARKER).is_file()]
+
+    def _write_error(self, err: BaseException, before: set[Path]) -> BaseException:
+        """A failed save (disk full, read-only folder, ...) as one :class:`WriteError` naming the checkpoint folder
+        and the cause; the half-written folder is removed (the checkpoints before it are untouched). Errors that are
+        not about writing are returned as they are."""
+        if isinstance(err, WriteError):
+            return err
+        torch_writer = isinstance(err, RuntimeError) and any(
+            s in str(err) for s in ("inline_container", "PytorchStreamWriter", "file write failed")
+        )
+        if isinstance(err, RuntimeError) and not torch_writer:
+            return err
+        new = sorted(set(self.checkpoints_dir.glob("CKPT+*")) - before) if self.checkpoints_dir.is_dir() else []
+        where = new[-1] if new else self.checkpoints_dir
+        if isinstance(err, OSError) and err.strerror:
+            code, reason = err.errno, err.strerror
+        else:  # torch's writer does not say why: the usual reason is a full disk
+            try:
+                full = shutil.disk_usage(self.checkpoints_dir).free < 1 << 20
+            except OSError:
+                full = False
+            code = errno.ENOSPC if full else errno.EIO
+            reason = "No space left on device" if full else f"write failed ({str(err).splitlines()[0][:200]})"
+        for d in new:
+            shutil.rmtree(d, ignore_errors=True)
+        return WriteError(code, f"cannot write checkpoint {where}: {reason} (earlier checkpoints are kept)")

@@ -33,6 +33,9 @@ __all__ = [
 class WriteError(OSError):
     """A file could not be written; the message names the path and the cause (disk full, read-only, ...)."""
 
+    def __str__(self) -> str:  # the message alone ("cannot write PATH: CAUSE"), without OSError's "[Errno N]"
+        return self.strerror if isinstance(self.strerror, str) else super().__str__()
+
 
 def _umask() -> int:
     mask = os.umask(0)

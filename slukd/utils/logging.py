@@ -36,6 +36,21 @@ def _quiet_speechbrain_notices(record: logging.LogRecord) -> bool:
     return not (record.name == "speechbrain.utils.train_logger" and "torchvision" in str(record.msg))
 
 
+class _RunLogHandler(logging.FileHandler):
+    """The run's ``log.txt``. When the file cannot be written any more (disk full, read-only folder), one line on
+    stderr names it and the cause, and the handler stops (instead of a traceback per log record); stderr keeps
+    every record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            print(f"warning: cannot write {self.baseFilename}: {err.strerror or err}; logging to stderr only",
+                  file=sys.stderr)  # fmt: skip
+            logging.getLogger().removeHandler(self)
+            return
+        super().handleError(record)
+
+
 def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | None = None) -> None:
     """Configure the root logger once: a stderr handler and optionally a file handler.
 
@@ -59,7 +74,7 @@ def setup_logging(level: str | int | None = None, log_file: str | os.PathLike | 
             if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path:
                 return
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(path, encoding="utf-8")
+        fh = _RunLogHandler(path, encoding="utf-8")
         fh.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(fh)
 

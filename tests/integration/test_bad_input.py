@@ -275,7 +275,7 @@ def test_unknown_override_is_a_readable_error():
     assert isinstance(err.value, KeyError)
     with pytest.raises(UnknownHparamError, match="--no_such_key: no hparam 'no_such_key'.*known keys: row, seed"):
         main([str(HP / "seq_kd.yaml"), "--no_such_key=1"])
-    with pytest.raises(ValueError, match="bad command-line overrides"):
+    with pytest.raises(ValueError, match=r"command-line override --seed is given twice \('1' and '2'\); give it once"):
         main([str(HP / "seq_kd.yaml"), "--seed=1", "--seed=2"])
 
 
