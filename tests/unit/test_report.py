@@ -141,7 +141,7 @@ def test_cli_over_parent_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| finetune | 2 | 60.00 ± 10.61 | 40.00 ± 7.07 |" in out
     assert (tmp_path / "agg" / "table_continual.csv").is_file()
-    assert cli_main([str(tmp_path / "nowhere")], prog="slukd report") == 1
+    assert cli_main([str(tmp_path / "nowhere")], prog="slukd report") == 2  # a user error
 
 
 def test_rows_never_mix_settings_or_duplicate_seeds(tmp_path, caplog):
