@@ -10,7 +10,7 @@ the sweep, before the first run starts):
 - the data: a built-in corpus folder that holds another tier or seed is an error naming the flag (a training run
   never deletes or rebuilds a corpus); a real corpus folder must exist.
 
-Every failure is one :class:`SettingsError` (a :class:`~slukd.config.HparamsError`) naming the setting.
+Every failure is one :class:`SettingsError` (a :class:`~slukd.config.HparamValueError`) naming the setting.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slukd.config import HparamsError
+from slukd.config import HparamsError, HparamValueError
 
 __all__ = ["SettingsError", "check_slu", "check_captioning", "CHECKS"]
 
 
-class SettingsError(HparamsError):
+class SettingsError(HparamValueError):
     """Settings that cannot work together (or need something missing), found before any work."""
 
 
