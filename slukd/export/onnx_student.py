@@ -266,7 +266,16 @@ def export_student(
         }
         _onnx_export(_Step(model, max_positions), args, out / "step.onnx", names,
                      ["log_probs", "new_self_k", "new_self_v"], axes)  # fmt: skip
-    manifest = {
+    manifest = _manifest(model, sample_rate, max_positions, extra)
+    (out / "student.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if int8:
+        quantize_folder(out)
+    return out
+
+
+def _manifest(model: Seq2Seq, sample_rate: int, max_positions: int, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The contents of ``student.json`` (see the module docstring)."""
+    return {
         "format": "slukd-onnx-student",
         "version": FORMAT_VERSION,
         "vocab_size": int(model.vocab_size),
@@ -274,18 +283,14 @@ def export_student(
         "eos_index": int(model.eos_index),
         "pad_index": int(model.pad_index),
         "d_model": int(model.d_model),
-        "nhead": int(h),
-        "num_layers": int(n_layers),
+        "nhead": int(model.nhead),
+        "num_layers": len(model.decoder.layers),
         "encoder_dim": int(model.encoder_dim),
         "sample_rate": int(sample_rate),
         "max_positions": int(max_positions),
         "graphs": {g: f"{g}.onnx" for g in GRAPHS},
         **(extra or {}),
     }
-    (out / "student.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    if int8:
-        quantize_folder(out)
-    return out
 
 
 def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list, outputs: list, axes: dict) -> None:
