@@ -38,7 +38,9 @@ __all__ = ["FirstTaskCache", "code_fingerprint"]
 #: package files that cannot change a continual run's task 1 (other recipes, reports, command line, docs)
 NOT_TASK_CODE = ("captioning/", "report/", "export/", "cli.py", "cli_train.py", "sweep.py", "demo.py", "inference/",
                  "checks.py", "bench.py", "resources.py", "metrics/caption.py", "data/synth_scenes.py",
-                 "data/captions.py", "models/paper_caption.py", "data/fingerprint.py")  # fmt: skip
+                 "data/captions.py", "models/paper_caption.py", "data/fingerprint.py", "models/inference_opt.py",
+                 "utils/lock.py", "utils/logging.py", "utils/faults.py", "utils/provenance.py",
+                 "experiment.py")  # fmt: skip
 
 
 def _code_of(path: Path) -> bytes:

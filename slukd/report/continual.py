@@ -344,9 +344,10 @@ def long_clip_counts(data: dict[str, Any] | None) -> dict[str, int]:
 
 
 def _save_fig(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    """Write a figure atomically through a unique temporary file (two writers of one figure never collide)."""
+    from slukd.utils.io import atomic_write
+
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight"))
 
 
 def _run_figures(run_dir: Path, summary: dict[str, Any], acc: list[list[float | None]]) -> None:
