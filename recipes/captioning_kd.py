@@ -46,6 +46,7 @@ from slukd.train.targets import teacher_targets
 from slukd.utils.faults import maybe_die
 from slukd.utils.io import atomic_torch_save, atomic_write_json
 from slukd.utils.model_io import load_model, read_model_spec, save_model_spec
+from slukd.utils.provenance import CAPTIONING_CODE, code_record, device_record
 from slukd.utils.run import seed_everything
 
 logger = logging.getLogger("captioning_kd")
@@ -243,6 +244,7 @@ def main(argv: list[str]) -> int:
         "train_minutes": round(sum(times) / 60, 2), "targets_s": round(targets_s, 1),
         "precision": hparams["precision"], "eval_precision": hparams["eval_precision"], "data": data.report,
         "test": {k: v for k, v in metrics.items() if not k.startswith("per_item_")},
+        "device": device_record(str(device)), "code": code_record([__file__], include=CAPTIONING_CODE),
     }  # fmt: skip
     atomic_write_json(out / "results.json", results)
     print(f"{hparams['row']}: CIDEr-D {metrics['CIDEr_D']:.3f}  BLEU-4 {metrics['BLEU_4']:.3f}  "

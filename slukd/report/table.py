@@ -125,6 +125,7 @@ def _captioning_summary(run: Path, teacher_cache: dict[str, float | None]) -> tu
     m["params_M"] = r.get("params", 0) / 1e6
     m["train_minutes"] = r.get("train_minutes")
     m["steps"] = r.get("steps")
+    m["code"], m["device"] = r.get("code") or {}, r.get("device")
     notes = {"kd": r.get("kd"), "captioned_fraction": r.get("captioned_fraction"), "audio_only": r.get("audio_only"),
              "tokenizer": test.get("tokenizer"), "role": r.get("role")}  # fmt: skip
     return True, "finished", {**m, "notes": notes}
@@ -172,7 +173,7 @@ def summarise(run: str | os.PathLike, teacher_cache: dict[str, float | None] | N
         complete, progress, metrics = _captioning_summary(run, {} if teacher_cache is None else teacher_cache)
     else:
         complete, progress, metrics = _continual_summary(run)
-    code = (metrics.get("code") or {}) if kind == "continual" else {}
+    code = metrics.get("code") or {}
     data = metrics.get("data") or identity.get("data")
     blob = json.dumps({"settings": settings, "world": identity.get("world_size", 1), "code": code.get("fingerprint"),
                        "data": data}, sort_keys=True, default=str)  # fmt: skip

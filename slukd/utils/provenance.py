@@ -7,7 +7,8 @@
 - :func:`code_record`: the package version and a fingerprint of the result-affecting code (the package's modules
   but those listed in :data:`slukd.continual.first_task.NOT_TASK_CODE`, plus the recipe; docstrings ignored) with
   one short hash per file, so a report can name the files that differ between two runs; torch and SpeechBrain
-  versions are part of it.
+  versions are part of it. The captioning recipe adds its own modules (:data:`CAPTIONING_CODE`, left out of the
+  SLU record because they cannot change an SLU run) and records it in ``results.json``.
 - :func:`device_record`: the device the run computed on, in words (CPU model or GPU name).
 - :func:`step_header`: the fields every ``results/step<k>.json`` carries (row, seed, device, code, data).
 - :func:`first_task_key`: the key of the shared first-task cache: the settings that can change task 1, the code
@@ -29,7 +30,15 @@ from typing import Any
 
 from slukd.utils.io import atomic_write_json
 
-__all__ = ["code_record", "data_digest", "device_record", "first_task_key", "record_data_identity", "step_header"]
+__all__ = [
+    "CAPTIONING_CODE",
+    "code_record",
+    "data_digest",
+    "device_record",
+    "first_task_key",
+    "record_data_identity",
+    "step_header",
+]
 
 
 def data_digest(out_dir: str | os.PathLike) -> str | None:
@@ -55,12 +64,19 @@ def data_digest(out_dir: str | os.PathLike) -> str | None:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+#: modules outside the SLU record that can change a captioning run (its package, the paper's model pair, the caption
+#: metrics, the scenes corpus and the caption vocabulary)
+CAPTIONING_CODE = ("captioning/", "models/paper_caption.py", "metrics/caption.py", "data/synth_scenes.py",
+                   "data/captions.py")  # fmt: skip
+
+
 @functools.lru_cache(maxsize=8)
-def _code_files(extra: tuple[str, ...]) -> dict[str, str]:
+def _code_files(extra: tuple[str, ...], include: tuple[str, ...] = ()) -> dict[str, str]:
     from slukd.continual.first_task import NOT_TASK_CODE, _code_of
 
     pkg = Path(__file__).resolve().parents[1]
-    files = [p for p in sorted(pkg.rglob("*.py")) if not str(p.relative_to(pkg)).startswith(NOT_TASK_CODE)]
+    left_out = tuple(p for p in NOT_TASK_CODE if p not in include)
+    files = [p for p in sorted(pkg.rglob("*.py")) if not str(p.relative_to(pkg)).startswith(left_out)]
     out = {}
     for p in files + [Path(f).resolve() for f in extra]:
         name = str(p.relative_to(pkg)) if p.is_relative_to(pkg) else f"recipe:{p.name}"
@@ -68,15 +84,16 @@ def _code_files(extra: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def code_record(extra_files: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
+def code_record(extra_files: Sequence[str | os.PathLike] = (), include: Sequence[str] = ()) -> dict[str, Any]:
     """``{"slukd": version, "torch", "speechbrain", "fingerprint": 16 hex digits, "files": {path: 10 hex digits}}``
-    of the result-affecting code (see the module docstring); computed once per process."""
+    of the result-affecting code (see the module docstring); ``include``: entries of ``NOT_TASK_CODE`` to count in
+    (e.g. :data:`CAPTIONING_CODE`); computed once per process."""
     import speechbrain
     import torch
 
     from slukd.version import __version__
 
-    files = _code_files(tuple(str(f) for f in extra_files))
+    files = _code_files(tuple(str(f) for f in extra_files), tuple(include))
     versions = {"torch": torch.__version__, "speechbrain": speechbrain.__version__}
     blob = json.dumps({"files": files, **versions}, sort_keys=True).encode()
     return {"slukd": __version__, **versions, "fingerprint": hashlib.sha256(blob).hexdigest()[:16],

@@ -57,6 +57,8 @@ def test_teacher_row_and_rerun(teacher_run):
     out = tmp / "teacher"
     res = json.loads((out / "results.json").read_text())
     assert res["role"] == "teacher" and res["test"]["n"] == 8 and res["eval_precision"] == "bf16"
+    assert res["device"]["device"] == "cpu" and len(res["code"]["fingerprint"]) == 16
+    assert "captioning/brain.py" in res["code"]["files"] and "recipe:captioning_kd.py" in res["code"]["files"]
     for name in ("predictions_test.jsonl", "metrics_test.json", "samples_test.md", "vocab.json", "model.yaml",
                  "model.ckpt", "train_log.txt", "hparams_resolved.yaml"):  # fmt: skip
         assert (out / name).is_file(), name

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from slukd.data.fingerprint import FINGERPRINT_NAME, fingerprint
-from slukd.utils.provenance import code_record, data_digest, record_data_identity
+from slukd.utils.provenance import CAPTIONING_CODE, code_record, data_digest, record_data_identity
 from slukd.utils.run import IncompatibleRunError, record_run
 from tests.helpers_slu import RECIPE
 
@@ -51,6 +51,10 @@ def test_code_record_names_result_affecting_files():
     assert "continual/memory.py" in files and "recipe:slurp_incremental.py" in files
     assert not any(f.startswith(("report/", "cli.py", "captioning/")) for f in files)
     assert len(rec["fingerprint"]) == 16 and rec["torch"] and rec["speechbrain"]
+    # the captioning record counts its own modules in, and the SLU part stays the same files
+    cap = code_record([RECIPE], include=CAPTIONING_CODE)["files"]
+    assert "captioning/brain.py" in cap and "models/paper_caption.py" in cap and "metrics/caption.py" in cap
+    assert set(files) < set(cap) and not any(f.startswith(("report/", "cli.py")) for f in cap)
 
 
 def test_the_data_digest_joins_the_identity_without_refusing_a_rerun(tmp_path):

@@ -43,7 +43,7 @@ def _make_run(root, row, seed, acc_matrix, seen_acc, wer=0.2, f1=0.5, settings=N
     return run
 
 
-def _caption_run(root, row, seed, cider, role="student", teacher=None, settings=None):
+def _caption_run(root, row, seed, cider, role="student", teacher=None, settings=None, code=None):
     run = root / f"seed{seed}" / row
     run.mkdir(parents=True)
     identity = {"row": row, "seed": seed, "settings": {"row": row, "seed": seed, "teacher_folder": str(teacher),
@@ -52,6 +52,8 @@ def _caption_run(root, row, seed, cider, role="student", teacher=None, settings=
     r = {"row": row, "role": role, "seed": seed, "teacher": None if teacher is None else str(teacher),
          "params": 2_000_000, "train_minutes": 3.0,
          "test": {"BLEU_4": 0.4, "METEOR": 0.3, "ROUGE_L": 0.5, "CIDEr_D": cider, "tokenizer": "simple"}}  # fmt: skip
+    if code is not None:
+        r["code"] = code
     (run / "results.json").write_text(json.dumps(r))
     return run
 
@@ -316,3 +318,15 @@ def test_cross_table_compares_each_term_and_method_with_its_baseline(tmp_path):
     out = tmp_path / "out"
     assert cli_main([str(slu), str(cap), "--cross", "--out", str(out)]) == 0
     assert (out / "table_cross.md").read_text().startswith("## KD terms")
+
+
+def test_captioning_runs_of_different_code_are_listed_apart(tmp_path):
+    teacher = _caption_run(tmp_path, "teacher", 0, 1.25, role="teacher", code=_code("t1"))
+    for seed in (0, 1):
+        _caption_run(tmp_path, "student_seqkd", seed, 1.0 + seed / 10, teacher=teacher, code=_code("f1"))
+    new = _code("f2", **{"captioning/brain.py": "zzz"})
+    _caption_run(tmp_path, "student_seqkd", 2, 1.3, teacher=teacher, code=new)
+    rows, _ = _rows(tmp_path)
+    seqkd = sorted((r for r in rows if r["row"] == "student_seqkd"), key=lambda r: r["n"])
+    assert [r["n"] for r in seqkd] == [1, 2]
+    assert "captioning/brain.py" in seqkd[0]["label"]
