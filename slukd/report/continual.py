@@ -157,7 +157,7 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "last_full_wer": full[-1] if full[-1] is not None else float("nan"),
         "optimizer_steps": float(sum(opt)) if None not in opt else float("nan"),
         "optimizer_steps_per_task": opt,
-        "memory_per_task": [(s.get("continual") or {}).get("memory") for s in steps],
+        "memory_per_task": [memory_record(s.get("continual")) for s in steps],
         "code": (steps[-1].get("code") or {}),
         "code_fingerprints": sorted({c for c in codes if c}),
         "code_recorded": None not in codes,
@@ -251,13 +251,29 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
     return summary
 
 
+def memory_record(continual: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The memory a step result records: the rehearsal memory (``continual.memory``), else the first plugin record
+    shaped like one (``rule``, ``total``, ``per_class``; e.g. A-GEM's episodic memory, projected against and not
+    replayed), with ``"plugin": name`` added; None when the run keeps no memory."""
+    continual = continual or {}
+    if continual.get("memory") is not None:
+        return continual["memory"]
+    for name, rec in continual.items():
+        if isinstance(rec, dict) and {"rule", "total", "per_class"} <= set(rec):
+            return {**rec, "plugin": name}
+    return None
+
+
 def _memory_md(summary: dict[str, Any]) -> list[str]:
     """Markdown: the rehearsal memory after each task (rule, quota, items in all and per scenario; what the next
     task rehearses) and the task's optimiser steps."""
     lines = ["## Memory after each task and optimiser steps", ""]
     mems = summary["memory_per_task"]
     if all(m is None for m in mems):
-        lines += ["No rehearsal memory in any task (or none recorded by the code that made this run).", ""]
+        lines += ["No memory in any task (or none recorded by the code that made this run).", ""]
+    plugins = {m["plugin"] for m in mems if m is not None and m.get("plugin")}
+    if plugins:
+        lines += [f"The memory is {', '.join(sorted(plugins))}'s own (not replayed as training items).", ""]
     lines += ["| task | rule | quota per scenario | items after the task | per scenario | optimiser steps |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     last = summary["n_steps"] - 1

@@ -154,9 +154,16 @@ def _continual_summary(run: Path) -> tuple[bool, str, dict[str, Any]]:
 
 
 def _task1_memory(mems: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
-    """The memory after task 1 (what task 2 rehearses): rule, quota and items."""
+    """The memory after task 1 (what task 2 uses): rule, quota, items, and the plugin when it is not rehearsal."""
     m = mems[0] if mems else None
-    return None if m is None else {"rule": m.get("rule"), "quota": m.get("quota_per_class"), "total": m.get("total")}
+    if m is None:
+        return None
+    return {
+        "rule": m.get("rule"),
+        "quota": m.get("quota_per_class"),
+        "total": m.get("total"),
+        "plugin": m.get("plugin"),
+    }
 
 
 def summarise(run: str | os.PathLike, teacher_cache: dict[str, float | None] | None = None) -> dict[str, Any]:
@@ -422,11 +429,12 @@ def _notes_md(rows: Sequence[dict[str, Any]], kind: str) -> str:
         if m:
             vals = [json.loads(x) for x in sorted(m)]
             mem[r["label"]] = "; ".join(
-                f"{v['rule']}, {v['total']} items" + (f" ({v['quota']} per scenario)" if v.get("quota") is not None
-                                                      else "") for v in vals)  # fmt: skip
+                (f"{v['plugin']}'s own memory (not replayed): " if v.get("plugin") else "")
+                + f"{v['rule']}, {v['total']} items" + (f" ({v['quota']} per scenario)" if v.get("quota") is not None
+                                                        else "") for v in vals)  # fmt: skip
     if mem:
         shown = "; ".join(f"{k}: {v}" for k, v in mem.items())
-        lines.append(f"Memory after task 1 (what task 2 rehearses): {shown} (per task: each run's report.md).")
+        lines.append(f"Memory after task 1 (what task 2 uses): {shown} (per task: each run's report.md).")
     skipped = {r["label"]: sum(int(n.get("skipped") or 0) for n in r["notes_all"]) for r in rows}
     bad = {k: v for k, v in skipped.items() if v}
     lines.append("Items skipped or not scorable: " + (", ".join(f"{k} {v}" for k, v in bad.items()) if bad else

@@ -274,9 +274,7 @@ def test_run_report_shows_memory_full_target_wer_and_optimiser_steps(tmp_path):
     assert "Avg WER (full target)" in md and "fingerprint f1" in md and "Data digest: d1" in md
     table = report_runs([tmp_path])
     assert "Avg WER (transcript) (%) | Avg WER (full target) (%)" in table and "| Optimiser steps |" in table
-    assert (
-        "Memory after task 1 (what task 2 rehearses): rehearsal_random: fixed_quota, 2 items (2 per scenario)" in table
-    )
+    assert "Memory after task 1 (what task 2 uses): rehearsal_random: fixed_quota, 2 items (2 per scenario)" in table
 
 
 def test_captioning_students_against_the_teacher_use_welch(tmp_path):
@@ -330,3 +328,17 @@ def test_captioning_runs_of_different_code_are_listed_apart(tmp_path):
     seqkd = sorted((r for r in rows if r["row"] == "student_seqkd"), key=lambda r: r["n"])
     assert [r["n"] for r in seqkd] == [1, 2]
     assert "captioning/brain.py" in seqkd[0]["label"]
+
+
+def test_a_plugin_memory_that_is_not_replayed_is_reported_as_such(tmp_path):
+    mem = {"selection": "random", "items": 2, "rule": "fixed_quota", "quota_per_class": 1, "capacity": 2, "total": 2,
+           "per_class": {"a": 1, "b": 1}}  # fmt: skip
+    extra = {k: {"continual": {"agem": mem}} for k in (1, 2)}
+    run = _make_run(tmp_path, "agem", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6], extra=extra)
+    md = (run / "report.md").read_text() if (run / "report.md").exists() else ""
+    assert "agem" not in md  # nothing written yet
+    write_run_report(run)
+    md = (run / "report.md").read_text()
+    assert "| 1 | fixed_quota | 1 | 2 | a 1, b 1 |" in md and "agem's own (not replayed" in md
+    table = report_runs([tmp_path])
+    assert "agem: agem's own memory (not replayed): fixed_quota, 2 items (1 per scenario)" in table
