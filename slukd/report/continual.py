@@ -254,7 +254,8 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
 def memory_record(continual: dict[str, Any] | None) -> dict[str, Any] | None:
     """The memory a step result records: the rehearsal memory (``continual.memory``), else the first plugin record
     shaped like one (``rule``, ``total``, ``per_class``; e.g. A-GEM's episodic memory, projected against and not
-    replayed), with ``"plugin": name`` added; None when the run keeps no memory."""
+    replayed, or DER++'s, replayed with its stored logits), with ``"plugin": name`` added; None when the run keeps no
+    memory."""
     continual = continual or {}
     if continual.get("memory") is not None:
         return continual["memory"]
@@ -273,7 +274,10 @@ def _memory_md(summary: dict[str, Any]) -> list[str]:
         lines += ["No memory in any task (or none recorded by the code that made this run).", ""]
     plugins = {m["plugin"] for m in mems if m is not None and m.get("plugin")}
     if plugins:
-        lines += [f"The memory is {', '.join(sorted(plugins))}'s own (not replayed as training items).", ""]
+        lines += [
+            f"The memory is kept by the `{'`, `'.join(sorted(plugins))}` plugin (how it is used: the row file).",
+            "",
+        ]
     lines += ["| task | rule | quota per scenario | items after the task | per scenario | optimiser steps |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     last = summary["n_steps"] - 1

@@ -429,7 +429,7 @@ def _notes_md(rows: Sequence[dict[str, Any]], kind: str) -> str:
         if m:
             vals = [json.loads(x) for x in sorted(m)]
             mem[r["label"]] = "; ".join(
-                (f"{v['plugin']}'s own memory (not replayed): " if v.get("plugin") else "")
+                (f"{v['plugin']}'s memory: " if v.get("plugin") else "")
                 + f"{v['rule']}, {v['total']} items" + (f" ({v['quota']} per scenario)" if v.get("quota") is not None
                                                         else "") for v in vals)  # fmt: skip
     if mem:

@@ -330,7 +330,7 @@ def test_captioning_runs_of_different_code_are_listed_apart(tmp_path):
     assert "captioning/brain.py" in seqkd[0]["label"]
 
 
-def test_a_plugin_memory_that_is_not_replayed_is_reported_as_such(tmp_path):
+def test_a_plugin_memory_is_reported_with_its_plugin(tmp_path):
     mem = {"selection": "random", "items": 2, "rule": "fixed_quota", "quota_per_class": 1, "capacity": 2, "total": 2,
            "per_class": {"a": 1, "b": 1}}  # fmt: skip
     extra = {k: {"continual": {"agem": mem}} for k in (1, 2)}
@@ -339,6 +339,6 @@ def test_a_plugin_memory_that_is_not_replayed_is_reported_as_such(tmp_path):
     assert "agem" not in md  # nothing written yet
     write_run_report(run)
     md = (run / "report.md").read_text()
-    assert "| 1 | fixed_quota | 1 | 2 | a 1, b 1 |" in md and "agem's own (not replayed" in md
+    assert "| 1 | fixed_quota | 1 | 2 | a 1, b 1 |" in md and "kept by the `agem` plugin" in md
     table = report_runs([tmp_path])
-    assert "agem: agem's own memory (not replayed): fixed_quota, 2 items (1 per scenario)" in table
+    assert "agem: agem's memory: fixed_quota, 2 items (1 per scenario)" in table
