@@ -15,8 +15,7 @@ the seeds and whether every run finished:
 A sweep folder that is missing is skipped with a message (its block is left as it is). A sweep with runs not finished
 is refused (exit 2, naming them) unless ``--allow_incomplete``: tables are published once, when their sweeps are
 complete. ``--check`` writes nothing and exits 1 when a page would change (the published tables are not those of the
-runs). The README's headline tables
-are selected rows of these (copied by hand, numbers unchanged).
+runs). The README's headline tables are selected rows of these (copied by hand, numbers unchanged).
 """
 
 from __future__ import annotations
