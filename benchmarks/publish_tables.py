@@ -15,7 +15,8 @@ the seeds and whether every run finished:
 A sweep folder that is missing is skipped with a message (its block is left as it is). A sweep with runs not finished
 is refused (exit 2, naming them) unless ``--allow_incomplete``: tables are published once, when their sweeps are
 complete. ``--check`` writes nothing and exits 1 when a page would change (the published tables are not those of the
-runs). The README's headline tables are selected rows of these (copied by hand, numbers unchanged).
+runs). The README's headline tables are selected rows and columns of these, written by the same command between
+``<!-- README_SLU:begin/end -->`` (SLURP-3) and ``<!-- README_CAP:begin/end -->`` (captioning), numbers unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +30,42 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CROSS_TITLE = "## KD terms of the core, on both tasks"
+# The README's headline tables: (rows, columns) selected from the full tables, in this order.
+README_SLU = (
+    ("joint", "finetune", "rehearsal_herding", "rehearsal_5pct", "tok_kd", "seq_kd", "all_kd", "ewc", "lwf", "derpp"),
+    ("runs", "Avg Acc (%)", "Last Acc (%)", "Avg WER (full target) (%)", "Avg SLU-F1 (%)", "Forgetting (%)",
+     "Optimiser steps"),
+)  # fmt: skip
+README_CAP = (
+    ("teacher", "student_supervised", "student_seqkd", "student_seqkd_mse", "student_seqkd_contrastive_audio",
+     "student_scarce_supervised", "student_scarce_seqkd_mse"),
+    ("runs", "CIDEr-D (%)", "% of teacher (%)", "BLEU-4 (%)", "METEOR (%)", "Params (M)", "Optimiser steps"),
+)  # fmt: skip
+
+
+def select_table(report: str, rows: tuple[str, ...], cols: tuple[str, ...], where: str) -> str:
+    """The first markdown table of ``report`` cut to ``rows`` (by method name, in that order) and ``cols`` (by header).
+
+    A row or column that the table lacks stops with its name (the README must not silently lose a row).
+    """
+    lines = report.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("| method |")), None)
+    if start is None:
+        raise SystemExit(f"{where}: no table in the report")
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    body = {}
+    for ln in lines[start + 2 :]:
+        if not ln.startswith("|"):
+            break
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        body[cells[0]] = cells
+    missing = [c for c in cols if c not in header] + [r for r in rows if r not in body]
+    if missing:
+        raise SystemExit(f"{where}: the report has no {', '.join(missing)}")
+    idx = [0] + [header.index(c) for c in cols]
+    out = ["| " + " | ".join(header[i] for i in idx) + " |", "|" + "---|" * len(idx)]
+    out += ["| " + " | ".join(body[r][i] for i in idx) + " |" for r in rows]
+    return "\n".join(out) + "\n"
 
 
 def replace_block(text: str, marker: str, body: str, where: str) -> str:
@@ -76,12 +113,20 @@ def build(args: argparse.Namespace) -> dict[Path, str]:
 
     pages: dict[Path, str] = {}
     slu_page = REPO / "docs" / "results_slu.md"
+    readme = REPO / "README.md"
     parts = []
     for title, folder, paper in (("SLURP-3", args.slu3, "slurp3"), ("SLURP-6", args.slu6, "slurp6")):
         if folder is None or not folder.is_dir():
             print(f"{title}: no sweep folder ({folder}); skipped", file=sys.stderr)
             continue
         report = report_runs([folder], paper=paper)
+        if paper == "slurp3":
+            pages[readme] = replace_block(
+                pages.get(readme, readme.read_text(encoding="utf-8")),
+                "README_SLU",
+                select_table(report, *README_SLU, f"{folder} (README table)"),
+                str(readme),
+            )
         parts.append(
             heading(title, folder, report, args.allow_incomplete)
             + report.replace("## Class-incremental SLU\n\n", "", 1)
@@ -97,6 +142,12 @@ def build(args: argparse.Namespace) -> dict[Path, str]:
             "## Audio captioning\n\n", "", 1
         )
         pages[page] = replace_block(page.read_text(encoding="utf-8"), "CAPTABLE", body, str(page))
+        pages[readme] = replace_block(
+            pages.get(readme, readme.read_text(encoding="utf-8")),
+            "README_CAP",
+            select_table(report, *README_CAP, f"{args.captioning} (README table)"),
+            str(readme),
+        )
         slu = [f for f in (args.slu3, args.slu6) if f is not None and f.is_dir()]
         if slu:
             page = REPO / "docs" / "results_cross.md"

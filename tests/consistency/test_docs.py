@@ -40,3 +40,33 @@ def test_license_and_citation():
     titles = " ".join(r["title"] for r in cff["references"])
     assert "Class-Incremental End-to-End Spoken Language Understanding" in titles
     assert "Encoder-Level Knowledge Distillation" in titles
+
+
+def _table(text: str, marker: str) -> dict[str, dict[str, str]]:
+    """{method: {column: cell}} of the first markdown table between ``<!-- marker:begin/end -->``."""
+    block = text[text.index(f"<!-- {marker}:begin -->") : text.index(f"<!-- {marker}:end -->")]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for ln in lines[2:]:
+        if ln.startswith("|---") or ln.startswith("| method"):
+            break  # the next table of the block
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_readme_headline_tables_are_cells_of_the_published_tables():
+    """The README's tables are selected rows and columns of the results pages, numbers unchanged."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for marker, page, full_marker in (
+        ("README_SLU", "docs/results_slu.md", "SLUTABLES"),
+        ("README_CAP", "docs/results_captioning.md", "CAPTABLE"),
+    ):
+        short = _table(readme, marker)
+        full = _table((REPO / page).read_text(encoding="utf-8"), full_marker)
+        assert short, marker
+        for method, cells in short.items():
+            assert method in full, (marker, method)
+            for col, cell in cells.items():
+                assert full[method].get(col) == cell, (marker, method, col, cell, full[method].get(col))

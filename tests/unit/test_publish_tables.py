@@ -28,8 +28,9 @@ def test_replace_block_keeps_the_rest_and_names_a_missing_marker():
         pt.replace_block(text, "Y", "new", "page.md")
 
 
-def test_a_sweep_with_unfinished_runs_is_refused_and_a_complete_one_rendered(tmp_path, capsys):
+def test_a_sweep_with_unfinished_runs_is_refused_and_a_complete_one_rendered(tmp_path, capsys, monkeypatch):
     pt = _publish()
+    monkeypatch.setattr(pt, "README_SLU", (("seq_kd", "finetune"), ("runs", "Avg Acc (%)")))
     sweep = tmp_path / "table_slu"
     for seed in (0, 1):
         _make_run(sweep / "slurp3", "finetune", seed, [[0.9], [0.2, 0.8]], [0.9, 0.5])
@@ -39,8 +40,28 @@ def test_a_sweep_with_unfinished_runs_is_refused_and_a_complete_one_rendered(tmp
     assert pt.main(["--slu3", str(sweep), "--check"]) == 2
     assert "seq_kd seed 1" in capsys.readouterr().err
     args = pt.argparse.Namespace(slu3=sweep, slu6=None, captioning=None, allow_incomplete=True)
-    ((page, text),) = pt.build(args).items()
+    pages = pt.build(args)
+    assert sorted(p.name for p in pages) == ["README.md", "results_slu.md"]
+    page, text = next((p, t) for p, t in pages.items() if p.name == "results_slu.md")
     block = text[text.index("<!-- SLUTABLES:begin -->") : text.index("<!-- SLUTABLES:end -->")]
     assert "#### SLURP-3" in block and "some runs incomplete" in block and "| finetune | 2 |" in block
     assert "seq_kd seed 1: 1/2 tasks" in block
     assert text.startswith(page.read_text()[:200])  # the page around the block is kept
+    readme = next(t for p, t in pages.items() if p.name == "README.md")
+    short = readme[readme.index("<!-- README_SLU:begin -->") : readme.index("<!-- README_SLU:end -->")]
+    finetune = next(ln for ln in block.splitlines() if ln.startswith("| finetune | 2 |"))
+    assert short.splitlines()[1:] == [
+        "| method | runs | Avg Acc (%) |",
+        "|---|---|---|",
+        next(ln for ln in short.splitlines() if ln.startswith("| seq_kd |")),
+        "| finetune | 2 | " + finetune.split(" | ")[2] + " |",
+    ]
+    assert short.splitlines()[3].startswith("| seq_kd | 1 | ")  # rows in README_SLU's order, cells unchanged
+
+
+def test_select_table_names_a_row_or_column_the_report_lacks():
+    pt = _publish()
+    report = "## T\n\n| method | runs | A (%) |\n|---|---|---|\n| x | 2 | 1.0 ± 0.1 |\n\nmore\n"
+    assert pt.select_table(report, ("x",), ("A (%)",), "w") == "| method | A (%) |\n|---|---|\n| x | 1.0 ± 0.1 |\n"
+    with pytest.raises(SystemExit, match="w: the report has no B, y"):
+        pt.select_table(report, ("x", "y"), ("B",), "w")
