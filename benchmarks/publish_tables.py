@@ -7,8 +7,8 @@ Each table is ``slukd report`` (:func:`slukd.report.table.report_runs`) over a s
 markers of its page, with a heading naming the split, the machine the runs computed on (their own device records),
 the seeds and whether every run finished:
 
-- ``docs/results_slu.md``, ``<!-- SLUTABLES:begin/end -->``: SLURP-3 (``--paper slurp3``) and SLURP-6
-  (``--paper slurp6``), every row of each sweep, joint included;
+- ``docs/results_slu.md``, ``<!-- SLU3TABLE:begin/end -->``: SLURP-3 (``--paper slurp3``), and
+  ``<!-- SLU6TABLE:begin/end -->``: SLURP-6 (``--paper slurp6``), every row of each sweep, joint included;
 - ``docs/results_captioning.md``, ``<!-- CAPTABLE:begin/end -->``: the captioning teacher and every student row;
 - ``docs/results_cross.md``, ``<!-- CROSSTABLE:begin/end -->``: ``--cross`` over the SLU and captioning sweeps.
 
@@ -114,12 +114,20 @@ def build(args: argparse.Namespace) -> dict[Path, str]:
     pages: dict[Path, str] = {}
     slu_page = REPO / "docs" / "results_slu.md"
     readme = REPO / "README.md"
-    parts = []
-    for title, folder, paper in (("SLURP-3", args.slu3, "slurp3"), ("SLURP-6", args.slu6, "slurp6")):
+    for title, folder, paper, marker in (
+        ("SLURP-3", args.slu3, "slurp3", "SLU3TABLE"),
+        ("SLURP-6", args.slu6, "slurp6", "SLU6TABLE"),
+    ):
         if folder is None or not folder.is_dir():
             print(f"{title}: no sweep folder ({folder}); skipped", file=sys.stderr)
             continue
         report = report_runs([folder], paper=paper)
+        body = heading(title, folder, report, args.allow_incomplete) + report.replace(
+            "## Class-incremental SLU\n\n", "", 1
+        )
+        pages[slu_page] = replace_block(
+            pages.get(slu_page, slu_page.read_text(encoding="utf-8")), marker, body, str(slu_page)
+        )
         if paper == "slurp3":
             pages[readme] = replace_block(
                 pages.get(readme, readme.read_text(encoding="utf-8")),
@@ -127,14 +135,6 @@ def build(args: argparse.Namespace) -> dict[Path, str]:
                 select_table(report, *README_SLU, f"{folder} (README table)"),
                 str(readme),
             )
-        parts.append(
-            heading(title, folder, report, args.allow_incomplete)
-            + report.replace("## Class-incremental SLU\n\n", "", 1)
-        )
-    if parts:
-        pages[slu_page] = replace_block(
-            slu_page.read_text(encoding="utf-8"), "SLUTABLES", "\n".join(parts), str(slu_page)
-        )
     if args.captioning is not None and args.captioning.is_dir():
         page = REPO / "docs" / "results_captioning.md"
         report = report_runs([args.captioning])

@@ -43,7 +43,7 @@ def test_a_sweep_with_unfinished_runs_is_refused_and_a_complete_one_rendered(tmp
     pages = pt.build(args)
     assert sorted(p.name for p in pages) == ["README.md", "results_slu.md"]
     page, text = next((p, t) for p, t in pages.items() if p.name == "results_slu.md")
-    block = text[text.index("<!-- SLUTABLES:begin -->") : text.index("<!-- SLUTABLES:end -->")]
+    block = text[text.index("<!-- SLU3TABLE:begin -->") : text.index("<!-- SLU3TABLE:end -->")]
     assert "#### SLURP-3" in block and "some runs incomplete" in block and "| finetune | 2 |" in block
     assert "seq_kd seed 1: 1/2 tasks" in block
     assert text.startswith(page.read_text()[:200])  # the page around the block is kept
