@@ -303,8 +303,11 @@ def test_cross_table_compares_each_term_and_method_with_its_baseline(tmp_path):
             _make_run(slu, row, seed, [[0.9], [0.1, acc]], [0.9, acc], settings={"split": "slurp3"})
         _caption_run(cap, "student_supervised", seed, 0.30 + 0.01 * seed)
         _caption_run(cap, "student_tokkd", seed, 0.40 + 0.01 * seed)
+        _make_run(slu / "joint", "joint", seed, [[0.97]], [0.97], settings={"split": "joint"})
     rows = aggregate(group_runs([summarise(r) for r in find_runs([slu, cap])])[0])
     text = cross_table(rows)
+    assert "joint:" not in text and "### joint" not in text  # the upper bound is not a continual split
+    assert "Joint (offline upper bound), `joint`: Avg Acc 97.00 ± 0.00 (n=3)" in text
     tok = next(ln for ln in text.splitlines() if ln.startswith("| token KD"))
     assert "+5.00*" in tok  # Avg Acc = (90 + acc)/2: +10 points at task 2 are +5 on the average, every seed
     assert "+10.00*" in tok  # CIDEr-D 40-42 vs 30-32 (Welch)
