@@ -120,3 +120,14 @@ def test_section_has_paper_numbers_full_target_wer_and_flags_single_seeds():
     assert ": not run (" not in md and "claims need rows not run here and are left out" in md  # answerable only
     with pytest.raises(ValueError, match="slurp3"):
         format_paper_section(rows, "slurp9")
+
+
+def test_fine_tuning_claim_compares_the_papers_rows_only():
+    """A method outside the paper's table that forgets like fine-tuning (EWC here) does not decide the paper's claim;
+    a paper row that does (audio_kd) does."""
+    rows = _table(joint=90.0, finetune=(45.0, 15.0), rehearsal_random=70.0, rehearsal_herding=72.0,
+                  audio_kd=72.5, tok_kd=72.3, seq_kd=78.0, ewc=(45.0, 15.0))  # fmt: skip
+    v = _verdicts(rows)
+    assert v["fine-tuning forgets most"].startswith("holds") and "ewc" not in v["fine-tuning forgets most"]
+    rows["audio_kd"] = _row("audio_kd", 72.5, last=15.0)
+    assert _verdicts(rows)["fine-tuning forgets most"].startswith("not shown")
