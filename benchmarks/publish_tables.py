@@ -22,7 +22,6 @@ runs). The README's headline tables are selected rows and columns of these, writ
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import Counter
@@ -77,15 +76,14 @@ def replace_block(text: str, marker: str, body: str, where: str) -> str:
 
 
 def machines(folder: Path) -> str:
-    """The devices the runs under ``folder`` recorded (SLU step results, captioning results.json), with counts."""
+    """The devices the runs under ``folder`` recorded, with counts, as the report reads them (its run summaries: an SLU
+    run's last step result, a captioning run's results.json)."""
+    from slukd.report.table import find_runs, summarise
+
     seen: Counter[str] = Counter()
-    for f in list(folder.rglob("results/step1.json")) + list(folder.rglob("results.json")):
-        if "first_task_cache" in f.parts or "test_only" in f.parts:
-            continue
-        try:
-            dev = json.loads(f.read_text(encoding="utf-8")).get("device") or {}
-        except (OSError, ValueError):
-            continue
+    cache: dict = {}
+    for run in find_runs([folder]):
+        dev = summarise(run, cache)["metrics"].get("device") or {}
         if dev:
             seen[f"{dev.get('name', '?')} ({dev.get('device', '?')}, {dev.get('cpus', '?')} CPUs)"] += 1
     if not seen:
