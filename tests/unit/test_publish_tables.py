@@ -65,3 +65,12 @@ def test_select_table_names_a_row_or_column_the_report_lacks():
     assert pt.select_table(report, ("x",), ("A (%)",), "w") == "| method | A (%) |\n|---|---|\n| x | 1.0 ± 0.1 |\n"
     with pytest.raises(SystemExit, match="w: the report has no B, y"):
         pt.select_table(report, ("x", "y"), ("B",), "w")
+
+
+def test_the_heading_names_the_machines_the_runs_recorded(tmp_path):
+    pt = _publish()
+    dev = {"device": "cpu", "name": "Test CPU", "cpus": 2}
+    for seed in (0, 1):
+        _make_run(tmp_path / "slurp3", "finetune", seed, [[0.9], [0.2, 0.8]], [0.9, 0.5], extra={2: {"device": dev}})
+    _make_run(tmp_path / "slurp3", "seq_kd", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6])  # records no device
+    assert pt.machines(tmp_path) == "Test CPU (cpu, 2 CPUs): 2 run(s)"
