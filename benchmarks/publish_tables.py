@@ -33,7 +33,7 @@ CROSS_TITLE = "## KD terms of the core, on both tasks"
 README_SLU = (
     ("joint", "finetune", "rehearsal_herding", "rehearsal_5pct", "tok_kd", "seq_kd", "all_kd", "ewc", "lwf", "derpp"),
     ("runs", "Avg Acc (%)", "Last Acc (%)", "Avg WER (full target) (%)", "Avg SLU-F1 (%)", "Forgetting (%)",
-     "Optimiser steps"),
+     "Optimiser steps", "Δ Avg Acc vs finetune [95% CI]"),
 )  # fmt: skip
 README_CAP = (
     ("teacher", "student_supervised", "student_seqkd", "student_seqkd_mse", "student_seqkd_contrastive_audio",

@@ -76,15 +76,11 @@ def _steps(row: dict[str, Any] | None) -> str:
 
 
 def _delta(row: dict[str, Any] | None, base: dict[str, Any] | None, key: str) -> str:
-    from slukd.report.table import difference
+    from slukd.report.table import delta_text, difference
 
     if row is None or base is None:
         return "-"
-    d = difference(row, base, key)
-    if not d.shown:
-        return f"{d.mean:+.2f} (no interval)"
-    star = "*" if d.lo > 0 or d.hi < 0 else ""
-    return f"{d.mean:+.2f}{star} [{d.lo:+.2f}, {d.hi:+.2f}]"
+    return delta_text(difference(row, base, key))
 
 
 def cross_table(rows: Sequence[dict[str, Any]]) -> str:

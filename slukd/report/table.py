@@ -388,17 +388,42 @@ def table_frame(rows: Sequence[dict[str, Any]], kind: str):
     return frame
 
 
+def delta_text(d: Any) -> str:
+    """A :class:`slukd.report.stats.Diff` as ``+1.23* [+0.45, +2.01]`` (``*``: the 95% interval excludes 0), or
+    ``+1.23 (no interval)`` where there are too few seeds."""
+    if not d.shown:
+        return f"{d.mean:+.2f} (no interval)"
+    star = "*" if d.lo > 0 or d.hi < 0 else ""
+    return f"{d.mean:+.2f}{star} [{d.lo:+.2f}, {d.hi:+.2f}]"
+
+
+#: the SLU table's reference row: every continual row's Avg Acc against it, paired by seed within its split
+BASELINE_ROW = "finetune"
+BASELINE_HEAD = "Δ Avg Acc vs finetune [95% CI]"
+
+
+def _vs_baseline(r: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """Row ``r``'s Avg Acc minus fine-tuning's of the same split (paired by seed), "-" for joint, fine-tuning itself
+    and a split without one fine-tuning row named ``finetune``."""
+    if r["row"] == BASELINE_ROW or r.get("split") == "joint":
+        return "-"
+    base = [b for b in rows if b["label"] == BASELINE_ROW and b.get("split") == r.get("split")]
+    return delta_text(difference(r, base[0], "avg_acc")) if len(base) == 1 else "-"
+
+
 def format_table(rows: Sequence[dict[str, Any]], kind: str, fmt: str = "md") -> str:
-    """The table of one kind: one line per row, ``mean ± std`` over seeds (units in the header); ``fmt="csv"``:
+    """The table of one kind: one line per row, ``mean ± std`` over seeds (units in the header); SLU tables end with
+    each row's Avg Acc difference to fine-tuning (:data:`BASELINE_HEAD`) when fine-tuning was run. ``fmt="csv"``:
     :func:`table_frame` as CSV (per-seed lines beside each row's mean and std)."""
     cols = COLUMNS[kind]
     rows = [r for r in rows if r["kind"] == kind]
     if fmt == "md":
-        heads = ["method", "runs"] + [_head(c, u) for c, _, u in cols]
+        delta = kind == "continual" and any(r["label"] == BASELINE_ROW for r in rows)
+        heads = ["method", "runs"] + [_head(c, u) for c, _, u in cols] + ([BASELINE_HEAD] if delta else [])
         lines = ["| " + " | ".join(heads) + " |", "|---" * len(heads) + "|"]
         for r in rows:
-            lines.append("| " + " | ".join([r["label"], str(r["n"])] + [_cell(*r[k], r["n"], u) for _, k, u in cols])
-                         + " |")  # fmt: skip
+            cells = [r["label"], str(r["n"])] + [_cell(*r[k], r["n"], u) for _, k, u in cols]
+            lines.append("| " + " | ".join(cells + ([_vs_baseline(r, rows)] if delta else [])) + " |")
         return "\n".join(lines) + "\n"
     return table_frame(rows, kind).to_csv(index=False, float_format="%.4f", lineterminator="\n")
 
@@ -527,8 +552,12 @@ def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike |
         kind_left = [s for s in left if s["kind"] == kind]
         if not kind_rows and not kind_left:
             continue
-        md = [f"## {TITLES[kind]}", "", "Mean ± sample std over the seeds of each row; percent unless the header "
-              "says otherwise; optimiser steps: all tasks of a run.", ""]  # fmt: skip
+        intro = ("Mean ± sample std over the seeds of each row; percent unless the header says otherwise; optimiser "
+                 "steps: all tasks of a run.")  # fmt: skip
+        if kind == "continual":
+            intro += (f" {BASELINE_HEAD}: the row's Avg Acc minus fine-tuning's, paired by seed (rows of a split share "
+                      "task 1 within a seed), with its 95% t-interval (`*`: the interval excludes 0).")  # fmt: skip
+        md = [f"## {TITLES[kind]}", "", intro, ""]
         if kind_rows:
             md.append(format_table(kind_rows, kind))
             md.append(_notes_md(kind_rows, kind))

@@ -345,3 +345,20 @@ def test_a_plugin_memory_is_reported_with_its_plugin(tmp_path):
     assert "| 1 | fixed_quota | 1 | 2 | a 1, b 1 |" in md and "kept by the `agem` plugin" in md
     table = report_runs([tmp_path])
     assert "agem: agem's memory: fixed_quota, 2 items (1 per scenario)" in table
+
+
+def test_slu_table_gives_each_row_its_paired_interval_against_finetune(tmp_path):
+    """Hand case: tok_kd − finetune on Avg Acc = (task-2 gain)/2 = 4, 5, 6 points over three seeds: mean 5, sd 1,
+    95% t-interval 5 ± 4.303 / sqrt(3) = [+2.52, +7.48]; joint has no paired difference ("-")."""
+    for seed, gain in enumerate((0.08, 0.10, 0.12)):
+        base = 0.5 + 0.05 * seed
+        split = {"split": "slurp3"}
+        _make_run(tmp_path, "finetune", seed, [[0.9], [0.1, base]], [0.9, base], settings=split)
+        _make_run(tmp_path, "tok_kd", seed, [[0.9], [0.1, base + gain]], [0.9, base + gain], settings=split)
+        _make_run(tmp_path / "joint", "joint", seed, [[0.97]], [0.97], settings={"split": "joint"})
+    text = report_runs([tmp_path])
+    head = next(ln for ln in text.splitlines() if ln.startswith("| method"))
+    assert head.endswith("| Δ Avg Acc vs finetune [95% CI] |")
+    cell = {ln.split(" | ")[0][2:]: ln.rsplit(" | ", 1)[1][:-2] for ln in text.splitlines() if ln.startswith("| ")}
+    assert cell["tok_kd"] == "+5.00* [+2.52, +7.48]"
+    assert cell["finetune"] == "-" and cell["joint"] == "-"
