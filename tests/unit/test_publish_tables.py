@@ -74,3 +74,37 @@ def test_the_heading_names_the_machines_the_runs_recorded(tmp_path):
         _make_run(tmp_path / "slurp3", "finetune", seed, [[0.9], [0.2, 0.8]], [0.9, 0.5], extra={2: {"device": dev}})
     _make_run(tmp_path / "slurp3", "seq_kd", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6])  # records no device
     assert pt.machines(tmp_path) == "Test CPU (cpu, 2 CPUs): 2 run(s)"
+
+
+def test_captioning_and_cross_pages_with_the_readme_table(tmp_path, monkeypatch):
+    """The whole publication on complete little sweeps: the SLU and captioning pages, the cross table (both tasks)
+    and both README tables, whose cells are those of the full tables."""
+    from tests.unit.test_report import _caption_run
+
+    pt = _publish()
+    monkeypatch.setattr(pt, "README_SLU", (("tok_kd",), ("runs", "Avg Acc (%)")))
+    monkeypatch.setattr(pt, "README_CAP", (("teacher", "student_tokkd"), ("runs", "CIDEr-D (%)", "Optimiser steps")))
+    slu, cap = tmp_path / "table_slu", tmp_path / "table_captioning"
+    teacher = _caption_run(cap, "teacher", 0, 1.2, role="teacher")
+    for seed in (0, 1):
+        for row, acc in (("rehearsal_herding", 0.5), ("tok_kd", 0.6)):
+            _make_run(slu / "slurp3", row, seed, [[0.9], [0.1, acc]], [0.9, acc + seed / 100],
+                      settings={"split": "slurp3"})  # fmt: skip
+        _caption_run(cap, "student_supervised", seed, 0.9 + seed / 100, teacher=teacher)
+        _caption_run(cap, "student_tokkd", seed, 1.0 + seed / 50, teacher=teacher)
+    args = pt.argparse.Namespace(slu3=slu, slu6=None, captioning=cap, allow_incomplete=False)
+    pages = {p.name: t for p, t in pt.build(args).items()}
+    assert sorted(pages) == ["README.md", "results_captioning.md", "results_cross.md", "results_slu.md"]
+    block = pages["results_captioning.md"].split("<!-- CAPTABLE:begin -->")[1].split("<!-- CAPTABLE:end -->")[0]
+    assert "#### Captioning" in block and "every run finished" in block and "| student_tokkd | 2 |" in block
+    readme = pages["README.md"].split("<!-- README_CAP:begin -->")[1].split("<!-- README_CAP:end -->")[0]
+    assert readme.splitlines()[1:] == [
+        "| method | runs | CIDEr-D (%) | Optimiser steps |",
+        "|---|---|---|---|",
+        "| teacher | 1 | 120.00 | - |",
+        "| student_tokkd | 2 | 101.00 ± 1.41 | - |",
+    ]
+    cross = pages["results_cross.md"].split("<!-- CROSSTABLE:begin -->")[1].split("<!-- CROSSTABLE:end -->")[0]
+    tok = next(ln for ln in cross.splitlines() if ln.startswith("| token KD"))
+    assert "75.25 ± 0.35 (n=2)" in tok and "101.00 ± 1.41 (n=2)" in tok  # SLU Avg Acc; captioning CIDEr-D
+    assert "`table_slu`, `table_captioning`" in cross
