@@ -253,3 +253,16 @@ def test_captioning_paper_base_is_the_papers_pair():
         for key in ("seq_kd_weight", "enc_kd_weight"):
             assert hp[key] in (0.0, 1.0), f"{path.stem}: {key} {hp[key]}"
     _assert_every_setting_names_its_source(folder / "base_paper.yaml")
+
+
+def test_no_row_or_base_drops_a_later_mark():
+    """A setting marked ``{later}`` in base.yaml acts only from task 2 on; a row or base file that sets it again with
+    its own comment must keep the mark, or rows differing in it stop sharing task 1 (each retrains it, same result).
+    Seen: rehearsal_5pct and base_paper.yaml once dropped it."""
+    from slukd.config import later_task_keys
+
+    folder = REPO / "hparams" / "slurp_incremental"
+    marked = later_task_keys(folder / "base.yaml")
+    assert {"memory_fraction", "memory_per_class", "later_task_epochs"} <= marked
+    dropped = {p.name: sorted(marked - later_task_keys(p)) for p in sorted(folder.glob("*.yaml"))}
+    assert not {k: v for k, v in dropped.items() if v}, dropped
