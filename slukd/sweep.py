@@ -250,9 +250,9 @@ def run_local(
                 log.close()
             del running[name]
             level = logging.INFO if proc.returncode == 0 else logging.ERROR
-            logger.log(level, "sweep: %s %s after %.0f s", name,
+            logger.log(level, "sweep: %s %s after %.0f s (%d of %d runs settled)", name,
                        "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})",
-                       time.perf_counter() - t0)  # fmt: skip
+                       time.perf_counter() - t0, len(status), len(plan))  # fmt: skip
     return status
 
 
