@@ -75,6 +75,11 @@ def replace_block(text: str, marker: str, body: str, where: str) -> str:
     return pat.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(3), text, count=1)
 
 
+def put(pages: dict[Path, str], page: Path, marker: str, body: str) -> None:
+    """Write ``body`` into the ``marker`` block of ``page`` as ``pages`` holds it so far (else as it is on disk)."""
+    pages[page] = replace_block(pages.get(page) or page.read_text(encoding="utf-8"), marker, body, str(page))
+
+
 def machines(folder: Path) -> str:
     """The devices the runs under ``folder`` recorded, with counts, as the report reads them (its run summaries: an SLU
     run's last step result, a captioning run's results.json)."""
@@ -123,36 +128,24 @@ def build(args: argparse.Namespace) -> dict[Path, str]:
         body = heading(title, folder, report, args.allow_incomplete) + report.replace(
             "## Class-incremental SLU\n\n", "", 1
         )
-        pages[slu_page] = replace_block(
-            pages.get(slu_page, slu_page.read_text(encoding="utf-8")), marker, body, str(slu_page)
-        )
+        put(pages, slu_page, marker, body)
         if paper == "slurp3":
-            pages[readme] = replace_block(
-                pages.get(readme, readme.read_text(encoding="utf-8")),
-                "README_SLU",
-                select_table(report, *README_SLU, f"{folder} (README table)"),
-                str(readme),
-            )
+            put(pages, readme, "README_SLU", select_table(report, *README_SLU, f"{folder} (README table)"))
     if args.captioning is not None and args.captioning.is_dir():
         page = REPO / "docs" / "results_captioning.md"
         report = report_runs([args.captioning])
         body = heading("Captioning", args.captioning, report, args.allow_incomplete) + report.replace(
             "## Audio captioning\n\n", "", 1
         )
-        pages[page] = replace_block(page.read_text(encoding="utf-8"), "CAPTABLE", body, str(page))
-        pages[readme] = replace_block(
-            pages.get(readme, readme.read_text(encoding="utf-8")),
-            "README_CAP",
-            select_table(report, *README_CAP, f"{args.captioning} (README table)"),
-            str(readme),
-        )
+        put(pages, page, "CAPTABLE", body)
+        put(pages, readme, "README_CAP", select_table(report, *README_CAP, f"{args.captioning} (README table)"))
         slu = [f for f in (args.slu3, args.slu6) if f is not None and f.is_dir()]
         if slu:
             page = REPO / "docs" / "results_cross.md"
             report = report_runs([*slu, args.captioning], cross=True)
             cross = report[report.index(CROSS_TITLE) :]
             body = f"Runs: {', '.join(f'`{f.name}`' for f in [*slu, args.captioning])}.\n\n" + cross
-            pages[page] = replace_block(page.read_text(encoding="utf-8"), "CROSSTABLE", body, str(page))
+            put(pages, page, "CROSSTABLE", body)
     else:
         print(f"captioning: no sweep folder ({args.captioning}); skipped", file=sys.stderr)
     return pages

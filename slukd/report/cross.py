@@ -68,11 +68,12 @@ def _value(row: dict[str, Any] | None, key: str) -> str:
 
 
 def _steps(row: dict[str, Any] | None) -> str:
-    """Optimiser steps per run as whole numbers (mean ± std), or "-" where the runs did not record them."""
-    if row is None or "optimizer_steps" not in row or row["optimizer_steps"][0] is None:
+    """Optimiser steps per run as whole numbers (the main table's cell), or "-" where the runs did not record them."""
+    from slukd.report.table import _cell
+
+    if row is None or "optimizer_steps" not in row:
         return "-"
-    m, sd = row["optimizer_steps"]
-    return "-" if math.isnan(m) else f"{m:.0f} ± {sd:.0f}"
+    return _cell(*row["optimizer_steps"], row["n"], "steps")
 
 
 def _delta(row: dict[str, Any] | None, base: dict[str, Any] | None, key: str) -> str:
