@@ -4,8 +4,8 @@ A refactor of result-affecting code (``slukd/``, the recipes) should leave every
 row, the SLU recipe of checkout A and of checkout B runs the same tiny two-task configuration (the tests' tone
 corpus, 2 epochs per task, one thread) and the two runs are compared: every step result (minus times, memory
 figures, the code version, and the keys named by ``--ignore``, e.g. a record only the newer code writes), every
-task's predictions, the report's columns, the continual matrices, the memory files and the best checkpoints
-byte for byte. Prints one line per row and exits 1 if any row differs.
+task's predictions, the report's columns, the continual matrices, the memory files, the plugins' saved state and
+the best checkpoints byte for byte. Prints one line per row and exits 1 if any row differs.
 
     python benchmarks/bit_identity.py --a /path/to/old_checkout --b . [--rows finetune seq_kd ...] [--ignore memory]
 
@@ -45,13 +45,14 @@ def run_row(checkout: Path, row: str, corpus: Path, order: Path, out: Path) -> N
 
 
 def comparable(run: Path, ignore: set[str]) -> dict[str, object]:
-    """``comparable_results`` minus the ignored step-result keys, plus each task's best checkpoint digest."""
+    """``comparable_results`` minus the ignored step-result keys, plus the digests of each task's best checkpoint and
+    of the continual plugins' saved state (``continual/``)."""
     out = comparable_results(run)
     for key, value in out.items():
         if key.startswith("results/") and isinstance(value, dict):
             out[key] = {k: v for k, v in value.items() if k not in ignore}
-    for ckpt in sorted(run.glob("task*/best_model.ckpt")):
-        out[str(ckpt.relative_to(run))] = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    for path in sorted([*run.glob("task*/best_model.ckpt"), *run.glob("continual/*")]):
+        out[str(path.relative_to(run))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
 
