@@ -466,7 +466,12 @@ LATER_MARK = "{later}"
 
 
 def later_task_keys(path: str | os.PathLike) -> set[str]:
-    """The top-level settings of a row whose comment (in the file that declares them) carries ``{later}``: they act
-    only from task 2 on (memory, KD, continual methods, later-task epochs), so rows that differ only in them share
-    task 1 (:mod:`slukd.continual.first_task`)."""
-    return {key for key, _, comment in describe_hparams(path) if LATER_MARK in comment}
+    """The top-level settings of a row whose comment carries ``{later}`` in any file of its chain (base first): they
+    act only from task 2 on (memory, KD, continual methods, later-task epochs), so rows that differ only in them
+    share task 1 (:mod:`slukd.continual.first_task`). The mark belongs to the setting: a row or base that sets it
+    again with a comment of its own keeps it."""
+    keys: set[str] = set()
+    for file, tree in row_chain(path):
+        comments = key_comments(file)
+        keys |= {str(k) for k in tree if LATER_MARK in comments.get(str(k), "")}
+    return keys

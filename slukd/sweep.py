@@ -15,6 +15,9 @@ Continual rows share their first task through the recipe's first-task cache, so 
 is scheduled first. Runs go to a local pool (``--executor local``: ``--jobs`` processes with ``--threads`` torch
 threads each) or to submitit (``--executor slurm`` on a SLURM cluster, ``submitit-local`` to try it on one machine).
 The report (``slukd report``) is written to ``<out>`` (SLU: ``<out>/<split>`` per scenario) at the end.
+Disk: a finished SLU run keeps each task's ``best_model.ckpt`` and loses its epoch checkpoints (``task<k>/save``,
+only a killed task resumes from them; ``--keep_checkpoints`` keeps them), and no run starts while the output's disk
+has less than ``--min_free_gb`` free (the sweep stops with that message; a rerun continues).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -79,6 +83,21 @@ class Run:
             logger.warning("sweep: %s finished earlier, but its data changed since (%s): run again", self.name,
                            "; ".join(changes))  # fmt: skip
         return not changes
+
+    def prune_resume_checkpoints(self) -> int:
+        """SLU: remove ``task<k>/save`` (the epoch checkpoints a killed task resumes from) of every task with its
+        DONE marker; returns the bytes freed. A finished task is never trained again: the next task, ``--task N``,
+        the report and inference read ``task<k>/best_model.ckpt``, which stays. Captioning runs keep theirs (the
+        students read the teacher's run)."""
+        if self.recipe == "captioning":
+            return 0
+        freed = 0
+        for done in sorted(self.out.glob("task*/DONE")):
+            save = done.parent / "save"
+            if save.is_dir():
+                freed += sum(f.stat().st_size for f in save.rglob("*") if f.is_file())
+                shutil.rmtree(save)
+        return freed
 
 
 #: SpeechBrain run options that are flags (``--noprogressbar``, not ``--noprogressbar=true``)
@@ -183,11 +202,28 @@ def _env(threads: int) -> dict[str, str]:
     return env
 
 
+def free_gb(folder: Path) -> float:
+    """Free space (GB) of the file system that holds ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free / 1e9
+
+
+class DiskFull(RuntimeError):
+    """Too little free space to start another run."""
+
+
 def run_local(
-    plan: list[Run], jobs: int = 2, threads: int | None = None, log_dir: Path | None = None
-) -> dict[str, int]:
+    plan: list[Run], jobs: int = 2, threads: int | None = None, log_dir: Path | None = None,
+    keep_checkpoints: bool = False, min_free_gb: float = 0.0,
+) -> dict[str, int]:  # fmt: skip
     """Run the plan with ``jobs`` processes at a time; returns {run name: exit code} (0 also for skipped runs;
-    a run whose dependency failed gets -1 and is not started)."""
+    a run whose dependency failed gets -1 and is not started). A run that finishes has its resume-only checkpoints
+    removed (:meth:`Run.prune_resume_checkpoints`) unless ``keep_checkpoints``. No run starts while the output's
+    file system has less than ``min_free_gb`` free: the runs in flight finish, then :class:`DiskFull` names the
+    folder (a rerun of the same command continues)."""
+    stop: str | None = None
     jobs = max(1, jobs)
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     status: dict[str, int] = {}
@@ -203,9 +239,9 @@ def run_local(
                 logger.info("sweep: %s finished earlier: skipped", r.name)
                 status[r.name] = 0
                 pending.remove(r)
-    while pending or running:
+    while (pending and stop is None) or running:
         for r in pending[:]:
-            if len(running) >= jobs:
+            if len(running) >= jobs or stop is not None:
                 break
             if any(status.get(a, 0) != 0 for a in r.after if a in status):
                 status[r.name] = -1
@@ -227,6 +263,11 @@ def run_local(
                 status[r.name] = 0
                 pending.remove(r)
                 continue
+            if min_free_gb > 0 and (free := free_gb(r.out)) < min_free_gb:
+                lock.release()
+                stop = f"{r.out}: {free:.1f} GB free, below --min_free_gb {min_free_gb:g}"
+                logger.error("sweep: %s: not starting %s or any later run", stop, r.name)
+                break
             log = None
             if log_dir is not None:
                 log_dir.mkdir(parents=True, exist_ok=True)
@@ -249,10 +290,17 @@ def run_local(
             if log is not None:
                 log.close()
             del running[name]
+            if proc.returncode == 0 and not keep_checkpoints:
+                run = next(r for r in plan if r.name == name)
+                if (freed := run.prune_resume_checkpoints()) > 0:
+                    logger.info("sweep: %s: resume checkpoints of its finished tasks removed (%.0f MB)", name,
+                                freed / 1e6)  # fmt: skip
             level = logging.INFO if proc.returncode == 0 else logging.ERROR
             logger.log(level, "sweep: %s %s after %.0f s (%d of %d runs settled)", name,
                        "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})",
                        time.perf_counter() - t0, len(status), len(plan))  # fmt: skip
+    if stop is not None:
+        raise DiskFull(f"{stop}: {len(pending)} run(s) not started; free space and rerun the same command")
     return status
 
 
@@ -363,6 +411,18 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
     p.add_argument("--gpus", type=int, default=0, help="GPUs per job (submitit)")
     p.add_argument("--cpus", type=int, default=4, help="CPUs per job (submitit)")
     p.add_argument("--no_wait", action="store_true", help="slurm: submit and exit (report later with slukd report)")
+    p.add_argument(
+        "--keep_checkpoints",
+        action="store_true",
+        help="keep every finished SLU task's epoch checkpoints (task<k>/save, about 85 MB per task at "
+        "demo size; default: removed when the run finishes, best_model.ckpt stays)",
+    )
+    p.add_argument(
+        "--min_free_gb",
+        type=float,
+        default=2.0,
+        help="start no run while the output's disk has less free space (local executor)",
+    )
     p.add_argument("--dry_run", action="store_true", help="print the plan and exit")
     args = p.parse_args(argv)
     rows = args.rows or list_rows(args.recipe, args.hparams_dir)
@@ -383,7 +443,12 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
     t0 = time.perf_counter()
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     if args.executor == "local":
-        status = run_local(plan, args.jobs, threads, log_dir=out / "logs")
+        try:
+            status = run_local(plan, args.jobs, threads, log_dir=out / "logs", keep_checkpoints=args.keep_checkpoints,
+                               min_free_gb=args.min_free_gb)  # fmt: skip
+        except DiskFull as err:
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return 3
     else:
         params: dict[str, Any] = {"timeout_min": args.timeout_min, "cpus_per_task": args.cpus}
         if args.executor == "slurm":
@@ -393,6 +458,10 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
         if args.no_wait:
             print(f"submitted {len(plan)} run(s); report later: slukd report {out}")
             return 0
+        if not args.keep_checkpoints:
+            for r in plan:
+                if status.get(r.name) == 0:
+                    r.prune_resume_checkpoints()
     failed = [n for n, rc in status.items() if rc != 0]
     print(write_reports(args.recipe, out, args.splits if args.recipe == "slu" else []))
     print(f"{len(plan)} run(s), {len(failed)} failed, {time.perf_counter() - t0:.0f} s; results in {out}")

@@ -20,6 +20,7 @@ The :class:`slukd.continual.ContinualRunner` and the training Brain (:class:`slu
                             Fisher, stored logits, ...)
 ``save(folder, t)``         the state after task t, written into the run folder (atomic)
 ``summary()``               a dict recorded in ``results/step<t>.json`` under ``continual.<name>``
+``memory_summary()``        the episodic memory it keeps (``keeps_memory = True``), recorded under ``memory``
 ==========================  ==========================================================================================
 
 ``task`` is a :class:`TaskView`: the task index and model, plus what the recipe's strategy offers every method
@@ -94,11 +95,13 @@ class ContinualPlugin:
 
     ``name`` keys the plugin's files, logs and summary (unique per run); ``needs_teacher``: the frozen model of task
     t-1 must exist during task t; ``changes_first_task``: the plugin's settings can change task 1 (then the rows using
-    it do not share task 1 with the others); ``stateful``: :meth:`state_dict` holds state that task t+1 needs (saved
-    after every task, and a missing file is an error on resume).
+    it do not share task 1 with the others); ``keeps_memory``: the plugin keeps an episodic memory
+    (:meth:`memory_summary`; at most one plugin of a run); ``stateful``: :meth:`state_dict` holds state that task
+    t+1 needs (saved after every task, and a missing file is an error on resume).
     """
 
     name: str = "plugin"
+    keeps_memory: bool = False
     needs_teacher: bool = False
     changes_first_task: bool = False
     stateful: bool = False
@@ -162,12 +165,20 @@ class ContinualPlugin:
         """Recorded in the step results under ``continual.<name>``."""
         return {}
 
+    def memory_summary(self) -> dict[str, Any] | None:
+        """The episodic memory the plugin keeps now, as :meth:`slukd.continual.memory.RehearsalMemory.summary`
+        gives it (``rule``, ``quota_per_class``, ``capacity``, ``total``, ``per_class``); None when it keeps none.
+        The runner records it under ``memory`` in the step results, so a report reads the memory from a declaration,
+        whichever plugin keeps it and however that plugin uses it (replayed, projected against, ...)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
 def check_plugins(plugins: Sequence[Any]) -> list[ContinualPlugin]:
-    """Validate ``continual_methods`` (+ ``extra_continual_methods``): plugin instances with unique names."""
+    """Validate ``continual_methods`` (+ ``extra_continual_methods``): plugin instances with unique names, at most
+    one keeping a memory."""
     names: set[str] = set()
     for p in plugins:
         if not isinstance(p, ContinualPlugin):
@@ -177,4 +188,7 @@ def check_plugins(plugins: Sequence[Any]) -> list[ContinualPlugin]:
         if p.name in names:
             raise ValueError(f"two continual methods are named {p.name!r}; names must be unique")
         names.add(p.name)
+    keepers = [p.name for p in plugins if p.keeps_memory]
+    if len(keepers) > 1:
+        raise ValueError(f"continual methods {', '.join(keepers)} each keep a memory; a run keeps at most one")
     return list(plugins)

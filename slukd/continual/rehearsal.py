@@ -52,6 +52,10 @@ class Rehearsal(ContinualPlugin):
     def active(self) -> bool:
         return self.selection != "none"
 
+    @property
+    def keeps_memory(self) -> bool:  # type: ignore[override]
+        return self.active
+
     def check(self) -> None:
         """The memory rules of :func:`slukd.continual.memory.memory_budget` (exactly one size, a known rule), on
         placeholder data sizes."""
@@ -105,3 +109,6 @@ class Rehearsal(ContinualPlugin):
             return {}
         # after task t (the runner records it after ``after_task``; after the last task: what that task rehearsed)
         return {"selection": self.memory.selection, "items": len(self.memory), **self.memory.summary()}
+
+    def memory_summary(self) -> dict[str, Any] | None:
+        return None if self.memory is None else {"selection": self.memory.selection, **self.memory.summary()}

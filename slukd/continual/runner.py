@@ -110,6 +110,13 @@ class ContinualRunner:
         self.cache = first_task_cache if first_task_key and not ddp_active() else None
         self.first_task_key = first_task_key
 
+    def _memory_record(self) -> dict[str, Any] | None:
+        """The memory after this task as the plugins declare it (:meth:`ContinualPlugin.memory_summary`), with
+        ``"plugin"``: the name of the plugin that keeps it; None when none keeps one (:func:`check_plugins` allows
+        at most one)."""
+        kept = [{**m, "plugin": p.name} for p in self.plugins if p.keeps_memory and (m := p.memory_summary())]
+        return kept[0] if kept else None
+
     def task_dir(self, t: int) -> Path:
         return self.out / f"task{t + 1}"
 
@@ -204,6 +211,7 @@ class ContinualRunner:
             **scores,
             **info,
             "continual": {p.name: summary for p in self.plugins if (summary := p.summary())},
+            "memory": self._memory_record(),
             "train_s": train_s,
             "eval_s": eval_s,
             "wall_s": train_s + eval_s,

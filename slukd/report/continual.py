@@ -157,7 +157,7 @@ def summarise_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "last_full_wer": full[-1] if full[-1] is not None else float("nan"),
         "optimizer_steps": float(sum(opt)) if None not in opt else float("nan"),
         "optimizer_steps_per_task": opt,
-        "memory_per_task": [memory_record(s.get("continual")) for s in steps],
+        "memory_per_task": [memory_record(s) for s in steps],
         "code": (steps[-1].get("code") or {}),
         "code_fingerprints": sorted({c for c in codes if c}),
         "code_recorded": None not in codes,
@@ -251,12 +251,15 @@ def write_run_report(run_dir: str | os.PathLike, figures: bool = True) -> dict[s
     return summary
 
 
-def memory_record(continual: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The memory a step result records: the rehearsal memory (``continual.memory``), else the first plugin record
-    shaped like one (``rule``, ``total``, ``per_class``; e.g. A-GEM's episodic memory, projected against and not
-    replayed, or DER++'s, replayed with its stored logits), with ``"plugin": name`` added; None when the run keeps no
-    memory."""
-    continual = continual or {}
+def memory_record(step: dict[str, Any]) -> dict[str, Any] | None:
+    """The memory a step result records, with ``"plugin"``: the name of the plugin that keeps it; None when the run
+    keeps no memory. Read from the runner's declared record (``memory``, from
+    :meth:`slukd.continual.ContinualPlugin.memory_summary`); step results written before that record existed
+    (no ``memory`` key) are read as they were written: the rehearsal plugin's ``continual.memory``, else the first
+    plugin record shaped like a memory (``rule``, ``total``, ``per_class``; A-GEM's and DER++'s)."""
+    if "memory" in step:
+        return step["memory"]
+    continual = step.get("continual") or {}
     if continual.get("memory") is not None:
         return continual["memory"]
     for name, rec in continual.items():

@@ -22,6 +22,8 @@ STATE = {
     "lwf": [],
     "contrastive_kd": ["memory_after_task1.json"],
 }
+#: row -> the plugin that keeps its memory (the step results' declared ``memory`` record), None: no memory
+MEMORY_OF = {"ewc": None, "mas": None, "agem": "agem", "derpp": "derpp", "lwf": None, "contrastive_kd": "memory"}
 
 
 def _state(run) -> dict[str, str]:
@@ -36,6 +38,12 @@ def _kill_and_rerun_equals_uninterrupted(tmp_path, row: str, points: list[str]) 
     assert done.returncode == 0, done.stderr[-3000:]
     step2 = json.loads((a / "results" / "step2.json").read_text())
     assert step2["row"] == row
+    step1 = json.loads((a / "results" / "step1.json").read_text())
+    memory = step1["memory"]
+    assert (memory and memory["plugin"]) == MEMORY_OF[row]
+    if memory:  # the record is the memory file's content
+        kept = json.loads((a / STATE[row][0]).read_text())["classes"]
+        assert memory["per_class"] == {c: len(v) for c, v in sorted(kept.items())} and memory["total"] > 0
     log = (a / "task2" / "train_log.txt").read_text()
     marker = {"ewc": "cl_ewc", "mas": "cl_mas", "derpp": "cl_derpp", "lwf": "kd_tok", "contrastive_kd": "kd_enc"}
     if row in marker:  # the method's loss term is trained and logged in task 2

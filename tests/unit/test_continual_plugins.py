@@ -199,6 +199,22 @@ def test_plugin_names_are_unique_and_typed():
     assert ContinualPlugin().summary() == {}
 
 
+def test_a_memory_is_declared_by_the_plugin_that_keeps_it():
+    """Rehearsal, A-GEM and DER++ keep a memory (one per run); EWC and a switched-off rehearsal keep none. The
+    declared record is the memory's own summary."""
+    assert [p.keeps_memory for p in (Rehearsal(), AGEM(per_class=1), DERpp(per_class=1))] == [True] * 3
+    assert not EWC().keeps_memory and not Rehearsal(selection="none").keeps_memory
+    assert ContinualPlugin().memory_summary() is None
+    with pytest.raises(ValueError, match="memory, agem each keep a memory"):
+        check_plugins([Rehearsal(per_class=1), AGEM(per_class=1)])
+    data = FakeData()
+    agem = _setup(AGEM(per_class=2))
+    assert agem.memory_summary() is None or agem.memory_summary()["total"] == 0
+    agem.memory.update(data.ids, data.labels, task=0)
+    rec = agem.memory_summary()
+    assert rec["per_class"] == {"a": 2, "b": 2} and rec["total"] == 4 and rec["rule"] == "per_class"
+
+
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     import os
 

@@ -347,6 +347,24 @@ def test_a_plugin_memory_is_reported_with_its_plugin(tmp_path):
     assert "agem: agem's memory: fixed_quota, 2 items (1 per scenario)" in table
 
 
+def test_the_declared_memory_record_is_read_before_any_plugin_record(tmp_path):
+    """A step result with the runner's ``memory`` record is read from it, whatever the plugins' own records hold
+    (here a plugin record shaped like a memory that is not one)."""
+    mem = {"rule": "fixed_quota", "quota_per_class": 1, "capacity": 2, "total": 2, "per_class": {"a": 1, "b": 1},
+           "plugin": "keeper"}  # fmt: skip
+    decoy = {"rule": "other", "total": 9, "per_class": {"a": 9}}
+    extra = {k: {"memory": mem, "continual": {"decoy": decoy}} for k in (1, 2)}
+    run = _make_run(tmp_path, "keeper_row", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6], extra=extra)
+    write_run_report(run)
+    md = (run / "report.md").read_text()
+    assert "| 1 | fixed_quota | 1 | 2 | a 1, b 1 |" in md and "kept by the `keeper` plugin" in md
+    assert "| 1 | other" not in md
+    none = _make_run(tmp_path, "no_memory", 0, [[0.9], [0.4, 0.8]], [0.9, 0.6],
+                     extra={k: {"memory": None, "continual": {"decoy": decoy}} for k in (1, 2)})  # fmt: skip
+    write_run_report(none)
+    assert "No memory in any task" in (none / "report.md").read_text()
+
+
 def test_slu_table_gives_each_row_its_paired_interval_against_finetune(tmp_path):
     """Hand case: tok_kd − finetune on Avg Acc = (task-2 gain)/2 = 4, 5, 6 points over three seeds: mean 5, sd 1,
     95% t-interval 5 ± 4.303 / sqrt(3) = [+2.52, +7.48]; joint has no paired difference ("-")."""
