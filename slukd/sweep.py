@@ -214,6 +214,28 @@ class DiskFull(RuntimeError):
     """Too little free space to start another run."""
 
 
+def _start(r: Run, lock: Any, threads: int, log_dir: Path | None) -> tuple[subprocess.Popen, float, Any]:
+    """Start the recipe process of ``r`` (it inherits the folder's lock); returns (process, start time, log file)."""
+    log = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / (r.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115 - closed by run_local
+    logger.info("sweep: start %s (%d thread(s))", r.name, threads)
+    try:  # the recipe inherits the locked file: the folder is never free between the check and its start
+        proc = subprocess.Popen(r.command(), env={**_env(threads), FD_ENV: str(lock.fd)},
+                                stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                pass_fds=(lock.fd,))  # fmt: skip
+    finally:
+        os.close(lock.fd)  # the child's copy keeps the lock
+        lock.fd = None
+    return proc, time.perf_counter(), log
+
+
+def _prune(r: Run) -> None:
+    if (freed := r.prune_resume_checkpoints()) > 0:
+        logger.info("sweep: %s: resume checkpoints of its finished tasks removed (%.0f MB)", r.name, freed / 1e6)
+
+
 def run_local(
     plan: list[Run], jobs: int = 2, threads: int | None = None, log_dir: Path | None = None,
     keep_checkpoints: bool = False, min_free_gb: float = 0.0,
@@ -268,19 +290,7 @@ def run_local(
                 stop = f"{r.out}: {free:.1f} GB free, below --min_free_gb {min_free_gb:g}"
                 logger.error("sweep: %s: not starting %s or any later run", stop, r.name)
                 break
-            log = None
-            if log_dir is not None:
-                log_dir.mkdir(parents=True, exist_ok=True)
-                log = open(log_dir / (r.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115 - closed below
-            logger.info("sweep: start %s (%d thread(s))", r.name, threads)
-            try:  # the recipe inherits the locked file: the folder is never free between this check and its start
-                proc = subprocess.Popen(r.command(), env={**_env(threads), FD_ENV: str(lock.fd)},
-                                        stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                        pass_fds=(lock.fd,))  # fmt: skip
-            finally:
-                os.close(lock.fd)  # the child's copy keeps the lock
-                lock.fd = None
-            running[r.name] = (proc, time.perf_counter(), log)
+            running[r.name] = _start(r, lock, threads, log_dir)
             pending.remove(r)
         time.sleep(0.5)
         for name, (proc, t0, log) in list(running.items()):
@@ -291,10 +301,7 @@ def run_local(
                 log.close()
             del running[name]
             if proc.returncode == 0 and not keep_checkpoints:
-                run = next(r for r in plan if r.name == name)
-                if (freed := run.prune_resume_checkpoints()) > 0:
-                    logger.info("sweep: %s: resume checkpoints of its finished tasks removed (%.0f MB)", name,
-                                freed / 1e6)  # fmt: skip
+                _prune(next(r for r in plan if r.name == name))
             level = logging.INFO if proc.returncode == 0 else logging.ERROR
             logger.log(level, "sweep: %s %s after %.0f s (%d of %d runs settled)", name,
                        "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})",
@@ -381,11 +388,8 @@ def write_reports(recipe: str, out: Path, splits: list[str]) -> str:
     return "\n".join(texts)
 
 
-def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
-    """``slukd sweep RECIPE [options] [-- recipe overrides]`` (see the module docstring)."""
-    from slukd.utils.run import split_passthrough
-
-    argv, extra = split_passthrough(argv)
+def _parser(prog: str) -> argparse.ArgumentParser:
+    """The options of ``slukd sweep``."""
     p = argparse.ArgumentParser(
         prog=prog,
         description=__doc__.split("\n\n")[0],
@@ -424,7 +428,15 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
         help="start no run while the output's disk has less free space (local executor)",
     )
     p.add_argument("--dry_run", action="store_true", help="print the plan and exit")
-    args = p.parse_args(argv)
+    return p
+
+
+def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
+    """``slukd sweep RECIPE [options] [-- recipe overrides]`` (see the module docstring)."""
+    from slukd.utils.run import split_passthrough
+
+    argv, extra = split_passthrough(argv)
+    args = _parser(prog).parse_args(argv)
     rows = args.rows or list_rows(args.recipe, args.hparams_dir)
     hparams_dir(args.recipe, args.hparams_dir)  # a clear error for a bad folder
     out = Path(args.out or f"results/sweep_{args.recipe}").resolve()
@@ -461,7 +473,7 @@ def cli_main(argv: list[str], prog: str = "slukd sweep") -> int:
         if not args.keep_checkpoints:
             for r in plan:
                 if status.get(r.name) == 0:
-                    r.prune_resume_checkpoints()
+                    _prune(r)
     failed = [n for n, rc in status.items() if rc != 0]
     print(write_reports(args.recipe, out, args.splits if args.recipe == "slu" else []))
     print(f"{len(plan)} run(s), {len(failed)} failed, {time.perf_counter() - t0:.0f} s; results in {out}")
