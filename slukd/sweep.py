@@ -15,9 +15,10 @@ Continual rows share their first task through the recipe's first-task cache, so 
 is scheduled first. Runs go to a local pool (``--executor local``: ``--jobs`` processes with ``--threads`` torch
 threads each) or to submitit (``--executor slurm`` on a SLURM cluster, ``submitit-local`` to try it on one machine).
 The report (``slukd report``) is written to ``<out>`` (SLU: ``<out>/<split>`` per scenario) at the end.
-Disk: a finished SLU run keeps each task's ``best_model.ckpt`` and loses its epoch checkpoints (``task<k>/save``,
-only a killed task resumes from them; ``--keep_checkpoints`` keeps them), and no run starts while the output's disk
-has less than ``--min_free_gb`` free (the sweep stops with that message; a rerun continues).
+Disk: a finished run keeps its best model (SLU: each task's ``best_model.ckpt``; captioning: ``model.ckpt``) and
+loses its epoch checkpoints (``save/``, only a killed run resumes from them; ``--keep_checkpoints`` keeps them), and
+no run starts while the output's disk has less than ``--min_free_gb`` free (the sweep stops with that message; a
+rerun continues).
 """
 
 from __future__ import annotations
@@ -85,15 +86,16 @@ class Run:
         return not changes
 
     def prune_resume_checkpoints(self) -> int:
-        """SLU: remove ``task<k>/save`` (the epoch checkpoints a killed task resumes from) of every task with its
-        DONE marker; returns the bytes freed. A finished task is never trained again: the next task, ``--task N``,
-        the report and inference read ``task<k>/best_model.ckpt``, which stays. Captioning runs keep theirs (the
-        students read the teacher's run)."""
+        """Remove the epoch checkpoints (``save/``) that only a killed run resumes from, once what they served is
+        finished; returns the bytes freed. SLU: ``task<k>/save`` of every task with its DONE marker (the next task,
+        ``--task N``, the report and inference read ``task<k>/best_model.ckpt``, which stays); captioning:
+        ``save/`` once ``results.json`` marks the run finished (its students and inference read ``model.ckpt``)."""
         if self.recipe == "captioning":
-            return 0
+            folders = [self.out / "save"] if (self.out / "results.json").is_file() else []
+        else:
+            folders = [done.parent / "save" for done in sorted(self.out.glob("task*/DONE"))]
         freed = 0
-        for done in sorted(self.out.glob("task*/DONE")):
-            save = done.parent / "save"
+        for save in folders:
             if save.is_dir():
                 freed += sum(f.stat().st_size for f in save.rglob("*") if f.is_file())
                 shutil.rmtree(save)
@@ -418,8 +420,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--keep_checkpoints",
         action="store_true",
-        help="keep every finished SLU task's epoch checkpoints (task<k>/save, about 85 MB per task at "
-        "demo size; default: removed when the run finishes, best_model.ckpt stays)",
+        help="keep the epoch checkpoints of finished runs (save/; SLU: about 85 MB per task at demo "
+        "size; default: removed when the run finishes, the best model stays)",
     )
     p.add_argument(
         "--min_free_gb",

@@ -58,8 +58,14 @@ def test_finished_tasks_lose_their_resume_checkpoints_and_keep_the_best_model(tm
     assert not (run.out / "task1" / "save").exists() and not (run.out / "task2" / "save").exists()
     assert (run.out / "task3" / "save" / "CKPT+1" / "model.ckpt").is_file()  # unfinished: its resume point stays
     assert all((run.out / f"task{k}" / "best_model.ckpt").read_bytes() == b"best" for k in (1, 2, 3))
-    cap = _Fake("c", "captioning", Path("row.yaml"), _slu_run(tmp_path, "c", tasks_done=3).out)
-    assert cap.prune_resume_checkpoints() == 0 and (cap.out / "task1" / "save").is_dir()
+    cap = _Fake("c", "captioning", Path("row.yaml"), tmp_path / "c")
+    (cap.out / "save" / "CKPT+1").mkdir(parents=True)
+    (cap.out / "save" / "CKPT+1" / "model.ckpt").write_bytes(b"x" * 10)
+    (cap.out / "model.ckpt").write_bytes(b"best")
+    assert cap.prune_resume_checkpoints() == 0 and (cap.out / "save").is_dir()  # not finished: it may resume
+    (cap.out / "results.json").write_text("{}")
+    assert cap.prune_resume_checkpoints() == 10 and not (cap.out / "save").exists()
+    assert (cap.out / "model.ckpt").read_bytes() == b"best"
     # in a sweep: pruned when the run succeeds, kept with keep_checkpoints
     pruned, kept = _slu_run(tmp_path, "p", tasks_done=3), _slu_run(tmp_path, "k", tasks_done=3)
     with caplog.at_level(logging.INFO, logger="slukd.sweep"):
