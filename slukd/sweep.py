@@ -235,7 +235,7 @@ def _start(r: Run, lock: Any, threads: int, log_dir: Path | None) -> tuple[subpr
 
 def _prune(r: Run) -> None:
     if (freed := r.prune_resume_checkpoints()) > 0:
-        logger.info("sweep: %s: resume checkpoints of its finished tasks removed (%.0f MB)", r.name, freed / 1e6)
+        logger.info("sweep: %s: epoch checkpoints removed (%.0f MB; the best model stays)", r.name, freed / 1e6)
 
 
 def run_local(

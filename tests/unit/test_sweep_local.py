@@ -72,7 +72,7 @@ def test_finished_tasks_lose_their_resume_checkpoints_and_keep_the_best_model(tm
         assert run_local([pruned], jobs=1, threads=1) == {"p": 0}
         assert run_local([kept], jobs=1, threads=1, keep_checkpoints=True) == {"k": 0}
     assert not list(pruned.out.glob("task*/save")) and len(list(kept.out.glob("task*/save"))) == 3
-    assert "p: resume checkpoints of its finished tasks removed" in caplog.text
+    assert "p: epoch checkpoints removed" in caplog.text
 
 
 def test_no_run_starts_below_the_free_space_floor(tmp_path, monkeypatch):
