@@ -10,6 +10,10 @@ Two rows' runs are compared in one of two ways:
   against their teacher), ``mean = mean(a) - mean(b)``, ``se = sqrt(va / na + vb / nb)`` with sample variances,
   ``df = se^4 / ((va / na)^2 / (na - 1) + (vb / nb)^2 / (nb - 1))`` (Welch-Satterthwaite); interval and p-value as
   above with that df.
+- **against a fixed reference** (:func:`against_reference`): where every run of a row was trained from one and the
+  same model (captioning students distilled from a single teacher run), that model's score is a fixed value ``r``,
+  not a sample: ``mean = mean(a) - r``, ``se = sd(a) / sqrt(na)``, ``df = na - 1`` (the one-sample t-interval; it
+  is Welch's interval with ``vb = 0``). It says whether the row reaches *this* teacher, not teachers in general.
 
 A difference needs at least 2 values per side (2 common seeds when paired); with fewer it has no interval.
 :func:`verdict` turns a difference into the words a claim prints: ``holds`` only when the whole interval lies on the
@@ -22,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Diff", "paired", "welch", "verdict", "LEVEL"]
+__all__ = ["Diff", "paired", "welch", "against_reference", "verdict", "LEVEL"]
 
 #: two-sided confidence level of every interval
 LEVEL = 0.95
@@ -31,9 +35,10 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Diff:
     """A difference of means ``a - b`` with its 95% interval ``[lo, hi]`` and two-sided p-value (``None`` without
-    an interval: fewer than 2 values a side). ``n``: common seeds (paired) or the two run counts (Welch)."""
+    an interval: fewer than 2 values a side). ``n``: common seeds (paired), the two run counts (Welch) or the row's run
+    count (fixed reference)."""
 
-    kind: str  # "paired" | "Welch"
+    kind: str  # "paired" | "Welch" | "fixed"
     mean: float
     lo: float | None
     hi: float | None
@@ -48,9 +53,11 @@ class Diff:
     def text(self, unit: str = "") -> str:
         """``+4.20 (95% CI +1.02 to +7.38, p = 0.031, paired over 3 seeds)`` (``p < 0.001`` below 0.001)."""
         if not self.shown:
-            how = f"{self.n[0]} common seed(s)" if self.kind == "paired" else f"{self.n[0]} and {self.n[1]} runs"
+            how = {"paired": f"{self.n[0]} common seed(s)", "fixed": f"{self.n[0]} run(s)"}.get(
+                self.kind, f"{self.n[0]} and {self.n[-1]} runs")
             return f"{self.mean:+.2f}{unit} (no interval: {how})"
-        how = f"paired over {self.n[0]} seeds" if self.kind == "paired" else f"Welch, {self.n[0]} vs {self.n[1]} runs"
+        how = {"paired": f"paired over {self.n[0]} seeds", "fixed": f"{self.n[0]} runs against one fixed value"}.get(
+            self.kind, f"Welch, {self.n[0]} vs {self.n[-1]} runs")
         return f"{self.mean:+.2f}{unit} (95% CI {self.lo:+.2f} to {self.hi:+.2f}, {_p(self.p)}, {how})"
 
 
@@ -103,6 +110,20 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Diff:
     se2 = qa + qb
     df = se2**2 / (qa**2 / (na - 1) + qb**2 / (nb - 1)) if se2 > 0 else float(na + nb - 2)
     return _interval(mean, math.sqrt(se2), df, (na, nb), "Welch")
+
+
+def against_reference(a: Sequence[float], ref: float) -> Diff:
+    """``mean(a) - ref`` where ``ref`` is one fixed model's score (see the module docstring): the one-sample
+    t-interval over ``a``'s runs."""
+    a = [float(x) for x in a]
+    na = len(a)
+    if na == 0:
+        return Diff("fixed", float("nan"), None, None, None, None, (0,))
+    m = sum(a) / na
+    if na < 2:
+        return Diff("fixed", m - float(ref), None, None, None, None, (na,))
+    _, va = _mean_var(a)
+    return _interval(m - float(ref), math.sqrt(va / na), na - 1, (na,), "fixed")
 
 
 def verdict(diff: Diff, direction: int = 1) -> str:

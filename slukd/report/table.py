@@ -519,17 +519,29 @@ def _spread_md(rows: Sequence[dict[str, Any]], kind: str) -> list[str]:
 
 
 def _teacher_md(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Markdown lines: each captioning student's CIDEr-D against its teacher's (Welch: no pairing holds)."""
-    from slukd.report.stats import verdict
+    """Markdown lines: each captioning student's CIDEr-D against its teacher's. With one teacher run (the sweep's:
+    every student is distilled from that one model) its score is a fixed reference and the interval is the students'
+    one-sample t-interval (:func:`slukd.report.stats.against_reference`); with several teacher runs, Welch's."""
+    from slukd.report.stats import against_reference, verdict
 
     teachers = [r for r in rows if r["row"] == "teacher"]
     students = [r for r in rows if r["row"] != "teacher"]
     if len(teachers) != 1 or not students:
         return []
     t = teachers[0]
-    out = ["Students against the teacher (CIDEr-D, Welch 95% interval of student − teacher):", ""]
+    t_scores = list(t["per_seed"].get("CIDEr_D", {}).values())
+    if len(t_scores) == 1:
+        head = ("Students against the teacher (CIDEr-D, student − teacher; one teacher run, the model every student "
+                "learnt from, so its score is a fixed value and the 95% interval is the students' one-sample "
+                "t-interval: it says whether a row reaches this teacher, not teachers in general):")  # fmt: skip
+    else:
+        head = "Students against the teacher (CIDEr-D, Welch 95% interval of student − teacher):"
+    out = [head, ""]
     for r in students:
-        d = difference(r, t, "CIDEr_D")
+        if len(t_scores) == 1:
+            d = against_reference(list(r["per_seed"].get("CIDEr_D", {}).values()), t_scores[0])
+        else:
+            d = difference(r, t, "CIDEr_D")
         out.append(f"- {r['label']}: {d.text()}; below the teacher: {verdict(d, -1)}")
     return [*out, ""]
 

@@ -288,6 +288,20 @@ def test_captioning_students_against_the_teacher_use_welch(tmp_path):
     assert "below the teacher: holds" in text
 
 
+def test_one_teacher_run_is_a_fixed_reference(tmp_path):
+    """The sweep trains one teacher (seed 0) for every student: its CIDEr-D is a fixed value and each student row gets
+    the one-sample t-interval. Hand case: students 100, 102, 98 against 125: mean -25, sd 2, se 2/sqrt(3),
+    t_{0.975, 2} = 4.302653, so the interval is -25 -/+ 4.97 and lies below 0."""
+    teacher = _caption_run(tmp_path, "teacher", 0, 1.25, role="teacher")
+    for seed, cider in enumerate([1.0, 1.02, 0.98]):
+        _caption_run(tmp_path, "student_mse", seed, cider, teacher=teacher)
+    _caption_run(tmp_path, "student_seqkd", 0, 1.3, teacher=teacher)
+    text = report_runs([tmp_path])
+    assert "- student_mse: -25.00 (95% CI -29.97 to -20.03" in text and "3 runs against one fixed value" in text
+    assert "student_mse: -25.00" in text and "below the teacher: holds" in text
+    assert "- student_seqkd: +5.00 (no interval: 1 run(s)); below the teacher: not shown with 1 seed(s)" in text
+
+
 def test_cross_table_compares_each_term_and_method_with_its_baseline(tmp_path):
     """Hand case: on slurp3 tok_kd is +10 over rehearsal_herding in every seed (interval excludes 0), audio_kd is
     +/-1 around it (interval includes 0); the captioning tok-KD student is compared with the supervised one (Welch);

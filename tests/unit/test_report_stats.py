@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from slukd.report.stats import paired, verdict, welch
+from slukd.report.stats import against_reference, paired, verdict, welch
 
 
 def test_paired_interval_and_p_by_hand():
@@ -52,3 +52,16 @@ def test_too_few_seeds_have_no_interval():
     assert "no interval" in one.text()
     exact = paired({0: 3.0, 1: 4.0}, {0: 1.0, 1: 2.0})  # every difference is 2: no spread
     assert (exact.lo, exact.hi, exact.p) == (2.0, 2.0, 0.0) and verdict(exact) == "holds"
+
+
+def test_against_a_fixed_reference_is_the_one_sample_interval():
+    from scipy import stats
+
+    a = [118.0, 121.0, 120.0, 119.0, 122.0]  # mean 120, var 2.5, se sqrt(0.5); t_{0.975, 4} = 2.776445
+    d = against_reference(a, 119.0)
+    assert d.kind == "fixed" and d.n == (5,) and d.df == 4 and d.mean == pytest.approx(1.0)
+    assert (d.lo, d.hi) == (pytest.approx(1 - 2.776445 * math.sqrt(0.5), abs=1e-5),
+                            pytest.approx(1 + 2.776445 * math.sqrt(0.5), abs=1e-5))  # fmt: skip
+    assert d.p == pytest.approx(stats.ttest_1samp(a, 119.0).pvalue)
+    assert verdict(d, -1) == "not shown with 5 seeds" and "5 runs against one fixed value" in d.text()
+    assert not against_reference([120.0], 119.0).shown
