@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from slukd.report.stats import Diff, verdict
+from slukd.report.stats import Diff, missing_rows, verdict, verdict_all
 
 __all__ = ["PAPER_SLU", "check_claims", "format_paper_section"]
 
@@ -48,36 +48,10 @@ PAPER_SLU: dict[str, dict[str, tuple[float | None, ...]]] = {
 Row = Mapping[str, Any]  # an aggregated table row: "n", "kind", "split", "per_seed", "avg_acc": (mean, std), ...
 
 
-def _present(rows: Mapping[str, Row], *names: str) -> str | None:
-    """Why a claim cannot be checked ("not run ..." / "ambiguous ..."), or None when every row is there once."""
-    missing = [n for n in names if n not in rows]
-    if missing:
-        return f"not run ({', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no finished runs)"
-    amb = [n for n in names if rows[n].get("ambiguous")]
-    if amb:
-        return (f"not checked ({', '.join(amb)}: one row name with several settings groups: "
-                f"{'; '.join(rows[amb[0]]['ambiguous'])})")  # fmt: skip
-    return None
-
-
 def _diff(rows: Mapping[str, Row], a: str, b: str, key: str = "avg_acc") -> Diff:
     from slukd.report.table import difference
 
     return difference(rows[a], rows[b], key)
-
-
-def _all(diffs: Sequence[tuple[str, Diff]], direction: int = 1) -> str:
-    """One verdict from several intervals that must all hold: holds if all hold, does not hold if one is wholly on
-    the other side, else not shown (naming the intervals that are not)."""
-    verdicts = [(name, d, verdict(d, direction)) for name, d in diffs]
-    text = "; ".join(f"{name} {d.text()}" for name, d, _ in verdicts)
-    if all(v == "holds" for _, _, v in verdicts):
-        return f"holds: {text}"
-    against = [name for name, _, v in verdicts if v == "does not hold"]
-    if against:
-        return f"does not hold ({', '.join(against)} on the other side of 0): {text}"
-    n = min(min(d.n) for _, d in diffs)
-    return f"not shown with {n} seed{'s' if n != 1 else ''}: {text}"
 
 
 def check_claims(rows: Mapping[str, Row], split: str) -> list[tuple[str, str]]:
@@ -100,11 +74,13 @@ def check_claims(rows: Mapping[str, Row], split: str) -> list[tuple[str, str]]:
     paper_rows = [n for n in PAPER_SLU.get(split, {}) if n != "joint"]  # the rows of the paper's table
     claim = "fine-tuning forgets most (lowest Last Acc of the paper's rows)"
     others = [n for n in continual if n != "finetune" and n in paper_rows]
-    why = _present(rows, "finetune", *others) if others else "not run (no paper row besides finetune)"
-    out.append((claim, why or _all([(f"{o} − finetune", _diff(rows, o, "finetune", "last_acc")) for o in others])))
+    why = missing_rows(rows, "finetune", *others) if others else "not run (no paper row besides finetune)"
+    out.append(
+        (claim, why or verdict_all([(f"{o} − finetune", _diff(rows, o, "finetune", "last_acc")) for o in others]))
+    )
 
     claim = "rehearsal recovers most of what fine-tuning loses (> 50% of the gap to joint)"
-    why = _present(rows, "finetune", "rehearsal_herding", "joint")
+    why = missing_rows(rows, "finetune", "rehearsal_herding", "joint")
     if why is None:
         ft, reh = rows["finetune"]["per_seed"]["avg_acc"], rows["rehearsal_herding"]["per_seed"]["avg_acc"]
         joint = list(rows["joint"]["per_seed"]["avg_acc"].values())
@@ -117,12 +93,16 @@ def check_claims(rows: Mapping[str, Row], split: str) -> list[tuple[str, str]]:
     out.append((claim, why))
 
     claim = "herding ≥ random memory"
-    why = _present(rows, "rehearsal_herding", "rehearsal_random")
-    out.append((claim, why or _all([("herding − random", _diff(rows, "rehearsal_herding", "rehearsal_random"))])))
+    why = missing_rows(rows, "rehearsal_herding", "rehearsal_random")
+    out.append(
+        (claim, why or verdict_all([("herding − random", _diff(rows, "rehearsal_herding", "rehearsal_random"))]))
+    )
 
     claim = "seq-KD adds most on top of rehearsal (largest gain over rehearsal_herding)"
-    why = _present(rows, "seq_kd", "audio_kd", "tok_kd", "rehearsal_herding")
-    out.append((claim, why or _all([(f"seq_kd − {k}", _diff(rows, "seq_kd", k)) for k in ("audio_kd", "tok_kd")])))
+    why = missing_rows(rows, "seq_kd", "audio_kd", "tok_kd", "rehearsal_herding")
+    out.append(
+        (claim, why or verdict_all([(f"seq_kd − {k}", _diff(rows, "seq_kd", k)) for k in ("audio_kd", "tok_kd")]))
+    )
 
     claim = "audio-KD and tok-KD add little (< 1/3 of seq-KD's gain)"
     if why is None:
@@ -133,18 +113,20 @@ def check_claims(rows: Mapping[str, Row], split: str) -> list[tuple[str, str]]:
             seeds = sorted(set(h) & set(sq) & set(a), key=str)
             w = {s: (sq[s] - h[s]) / 3 - (a[s] - h[s]) for s in seeds}
             diffs.append((f"seq_kd gain / 3 − {k} gain", paired(w, dict.fromkeys(seeds, 0.0))))
-        why = _all(diffs)
+        why = verdict_all(diffs)
     out.append((claim, why))
 
     if split == "slurp6":
         claim = "audio+seq KD is the best of the paper's rows on SLURP-6"
         present = [n for n in paper_rows if n in rows and n != "audio_seq_kd"]
-        why = _present(rows, "audio_seq_kd", *present) if present else "not run (no paper row)"
-        out.append((claim, why or _all([(f"audio_seq_kd − {o}", _diff(rows, "audio_seq_kd", o)) for o in present])))
+        why = missing_rows(rows, "audio_seq_kd", *present) if present else "not run (no paper row)"
+        out.append(
+            (claim, why or verdict_all([(f"audio_seq_kd − {o}", _diff(rows, "audio_seq_kd", o)) for o in present]))
+        )
 
     claim = "5% memory > 1% memory (random exemplars)"
-    why = _present(rows, "rehearsal_5pct", "rehearsal_random")
-    out.append((claim, why or _all([("5% − 1%", _diff(rows, "rehearsal_5pct", "rehearsal_random"))])))
+    why = missing_rows(rows, "rehearsal_5pct", "rehearsal_random")
+    out.append((claim, why or verdict_all([("5% − 1%", _diff(rows, "rehearsal_5pct", "rehearsal_random"))])))
     return out
 
 

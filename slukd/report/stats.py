@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Diff", "paired", "welch", "against_reference", "verdict", "LEVEL"]
+__all__ = ["Diff", "paired", "welch", "against_reference", "verdict", "verdict_all", "missing_rows", "LEVEL"]
 
 #: two-sided confidence level of every interval
 LEVEL = 0.95
@@ -54,10 +54,12 @@ class Diff:
         """``+4.20 (95% CI +1.02 to +7.38, p = 0.031, paired over 3 seeds)`` (``p < 0.001`` below 0.001)."""
         if not self.shown:
             how = {"paired": f"{self.n[0]} common seed(s)", "fixed": f"{self.n[0]} run(s)"}.get(
-                self.kind, f"{self.n[0]} and {self.n[-1]} runs")
+                self.kind, f"{self.n[0]} and {self.n[-1]} runs"
+            )
             return f"{self.mean:+.2f}{unit} (no interval: {how})"
         how = {"paired": f"paired over {self.n[0]} seeds", "fixed": f"{self.n[0]} runs against one fixed value"}.get(
-            self.kind, f"Welch, {self.n[0]} vs {self.n[-1]} runs")
+            self.kind, f"Welch, {self.n[0]} vs {self.n[-1]} runs"
+        )
         return f"{self.mean:+.2f}{unit} (95% CI {self.lo:+.2f} to {self.hi:+.2f}, {_p(self.p)}, {how})"
 
 
@@ -137,3 +139,29 @@ def verdict(diff: Diff, direction: int = 1) -> str:
     if hi < 0:
         return "does not hold"
     return f"not shown with {min(diff.n)} seeds"
+
+
+def verdict_all(diffs: Sequence[tuple[str, Diff]], direction: int = 1) -> str:
+    """One verdict from several intervals that must all hold: holds if all hold, does not hold if one is wholly on
+    the other side, else not shown (naming the intervals that are not)."""
+    verdicts = [(name, d, verdict(d, direction)) for name, d in diffs]
+    text = "; ".join(f"{name} {d.text()}" for name, d, _ in verdicts)
+    if all(v == "holds" for _, _, v in verdicts):
+        return f"holds: {text}"
+    against = [name for name, _, v in verdicts if v == "does not hold"]
+    if against:
+        return f"does not hold ({', '.join(against)} on the other side of 0): {text}"
+    n = min(min(d.n) for _, d in diffs)
+    return f"not shown with {n} seed{'s' if n != 1 else ''}: {text}"
+
+
+def missing_rows(rows: Mapping[str, Mapping], *names: str) -> str | None:
+    """Why a claim cannot be checked ("not run ..." / "ambiguous ..."), or None when every row is there once."""
+    missing = [n for n in names if n not in rows]
+    if missing:
+        return f"not run ({', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no finished runs)"
+    amb = [n for n in names if rows[n].get("ambiguous")]
+    if amb:
+        return (f"not checked ({', '.join(amb)}: one row name with several settings groups: "
+                f"{'; '.join(rows[amb[0]]['ambiguous'])})")  # fmt: skip
+    return None

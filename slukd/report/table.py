@@ -575,7 +575,10 @@ def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike |
             md.append(_notes_md(kind_rows, kind))
             md += _spread_md(kind_rows, kind)
             if kind == "captioning":
+                from slukd.report.caption_claims import format_caption_claims
+
                 md += _teacher_md(kind_rows)
+                md += format_caption_claims(kind_rows)
             if kind == "continual" and paper:
                 from slukd.report.paper import format_paper_section
 

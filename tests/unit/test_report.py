@@ -302,6 +302,30 @@ def test_one_teacher_run_is_a_fixed_reference(tmp_path):
     assert "- student_seqkd: +5.00 (no interval: 1 run(s)); below the teacher: not shown with 1 seed(s)" in text
 
 
+def test_captioning_findings_hand_case(tmp_path):
+    """One teacher (CIDEr-D 120); the full recipe 116, 117, 118 (mean 117 = 97.5%: above 95% = 114 with the
+    one-sample interval 3 -/+ 2.48); seq-KD+MSE 110-112 against seq-KD+tok-KD 100-102 (+10, Welch, holds);
+    seq-KD+contrastive 101-103 against tok-KD (+1 with spread 1: not shown); supervised 104-106 against seq-KD
+    108-110 (+4 with spread 1, Welch df 4: holds). Rows not run leave their findings out."""
+    teacher = _caption_run(tmp_path, "teacher", 0, 1.2, role="teacher")
+    rows = {"student_seqkd_contrastive_audio": 1.16, "student_seqkd_mse": 1.10, "student_seqkd_tokkd": 1.00,
+            "student_seqkd_contrastive": 1.01, "student_supervised": 1.04, "student_seqkd": 1.08}  # fmt: skip
+    for row, base in rows.items():
+        for seed in range(3):
+            _caption_run(tmp_path, row, seed, base + 0.01 * seed, teacher=teacher)
+    text = report_runs([tmp_path])
+    lines = {ln.split(":")[0][2:]: ln for ln in text.splitlines() if ln.startswith("- ")}
+    comp = lines["the full recipe's student is competitive with the teacher (≥ 95% of its CIDEr-D)"]
+    assert ": holds: student_seqkd_contrastive_audio − 95% of teacher +3.00 (95% CI +0.52 to +5.48" in comp
+    assert "against the whole teacher: -3.00" in comp
+    enc = lines["encoder KD beats decoder (token) KD, on top of seq-KD"]
+    assert enc.startswith("- encoder KD beats decoder (token) KD, on top of seq-KD: not shown with 3 seeds")
+    assert "student_seqkd_mse − student_seqkd_tokkd +10.00 (95% CI" in enc
+    assert "KD beats supervised training (all captions): holds: student_seqkd − student_supervised +4.00" in text
+    assert "contrastive beats MSE encoder KD (all captions): does not hold" in text
+    assert "20% of the captions" not in text and "each term alone" not in text  # rows not run: left out
+
+
 def test_cross_table_compares_each_term_and_method_with_its_baseline(tmp_path):
     """Hand case: on slurp3 tok_kd is +10 over rehearsal_herding in every seed (interval excludes 0), audio_kd is
     +/-1 around it (interval includes 0); the captioning tok-KD student is compared with the supervised one (Welch);
