@@ -107,6 +107,19 @@ def _teacher_cider(folder: str | None, cache: dict[str, float | None]) -> float 
     return cache[folder]
 
 
+def _trained_steps(r: dict[str, Any]) -> float | None:
+    """The optimiser steps a captioning run trained (its budget). Results with ``best_steps`` hold the total in
+    ``steps``; older results hold in ``steps`` the counter of the best checkpoint (restored before it was read), so
+    the total is ``steps · epochs / best_epoch`` (every epoch has the same number of steps)."""
+    steps = r.get("steps")
+    if steps is None or "best_steps" in r:
+        return steps
+    epochs, best = r.get("epochs"), r.get("best_epoch")
+    if not epochs or not best:
+        return steps
+    return round(steps * epochs / best)
+
+
 def _captioning_summary(run: Path, teacher_cache: dict[str, float | None]) -> tuple[bool, str, dict[str, Any]]:
     path = run / "results.json"
     if not path.is_file():
@@ -124,7 +137,7 @@ def _captioning_summary(run: Path, teacher_cache: dict[str, float | None]) -> tu
     m["vs_teacher"] = 100.0 * test["CIDEr_D"] / t if t else None
     m["params_M"] = r.get("params", 0) / 1e6
     m["train_minutes"] = r.get("train_minutes")
-    m["steps"] = r.get("steps")
+    m["steps"] = _trained_steps(r)
     m["code"], m["device"] = r.get("code") or {}, r.get("device")
     notes = {"kd": r.get("kd"), "captioned_fraction": r.get("captioned_fraction"), "audio_only": r.get("audio_only"),
              "tokenizer": test.get("tokenizer"), "role": r.get("role")}  # fmt: skip

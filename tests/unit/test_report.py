@@ -302,6 +302,18 @@ def test_one_teacher_run_is_a_fixed_reference(tmp_path):
     assert "- student_seqkd: +5.00 (no interval: 1 run(s)); below the teacher: not shown with 1 seed(s)" in text
 
 
+def test_captioning_steps_are_the_trained_budget(tmp_path):
+    """A run that kept its epoch-6 checkpoint of 8 (50 steps an epoch) trained 400 steps: older results record the best
+    checkpoint's 300 (the counter restored with it), newer ones the total beside ``best_steps``; both read 400."""
+    teacher = _caption_run(tmp_path, "teacher", 0, 1.2, role="teacher")
+    for seed, extra in ((0, {"steps": 300, "epochs": 8, "best_epoch": 6}),
+                        (1, {"steps": 400, "best_steps": 300, "epochs": 8, "best_epoch": 6})):  # fmt: skip
+        run = _caption_run(tmp_path, "student_mse", seed, 1.0, teacher=teacher)
+        r = json.loads((run / "results.json").read_text())
+        (run / "results.json").write_text(json.dumps({**r, **extra}))
+    assert "| student_mse | 2 |" in report_runs([tmp_path]) and "| 400 ± 0 |" in report_runs([tmp_path])
+
+
 def test_captioning_findings_hand_case(tmp_path):
     """One teacher (CIDEr-D 120); the full recipe 116, 117, 118 (mean 117 = 97.5%: above 95% = 114 with the
     one-sample interval 3 -/+ 2.48); seq-KD+MSE 110-112 against seq-KD+tok-KD 100-102 (+10, Welch, holds);
