@@ -18,7 +18,9 @@ excludes 0. A cell whose runs are missing says so; incomplete runs never enter (
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["KD_TERMS", "CONTINUAL_METHODS", "cross_table"]
@@ -64,7 +66,7 @@ def _value(row: dict[str, Any] | None, key: str) -> str:
     m, sd = row[key]
     if m is None or math.isnan(m):
         return "-"
-    return f"{m:.2f} ± {sd:.2f} (n={row['n']})"
+    return f"{m:.2f} ± {sd:.2f} (n={row['n']})" if row["n"] > 1 else f"{m:.2f} (n=1)"
 
 
 def _steps(row: dict[str, Any] | None) -> str:
@@ -82,6 +84,25 @@ def _delta(row: dict[str, Any] | None, base: dict[str, Any] | None, key: str) ->
     if row is None or base is None:
         return "-"
     return delta_text(difference(row, base, key))
+
+
+def _nearest_split(joint: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str | None:
+    """The continual split whose runs share the deepest folder with the joint row's runs (the sweep that ran it), or
+    None when no single split is nearest."""
+    if not joint.get("runs"):
+        return None
+    depth: dict[str, int] = {}
+    for r in rows:
+        s = r.get("split")
+        if r["kind"] == "captioning" or s in (None, "joint") or not r.get("runs"):
+            continue
+        common = os.path.commonpath([os.path.abspath(joint["runs"][0]), os.path.abspath(r["runs"][0])])
+        depth[s] = max(depth.get(s, 0), len(Path(common).parts))
+    if not depth:
+        return None
+    best = max(depth.values())
+    nearest = [s for s, d in depth.items() if d == best]
+    return nearest[0] if len(nearest) == 1 else None
 
 
 def cross_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -121,6 +142,8 @@ def cross_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append("")
     for r in rows:  # every settings group of joint (e.g. one per sweep with its own epochs), named by its label
         if r["kind"] != "captioning" and r.get("split") == "joint":
-            lines += [f"Joint (offline upper bound), `{r['label']}`: Avg Acc {_value(r, 'avg_acc')}, optimiser steps "
-                      f"{_steps(r)}.", ""]  # fmt: skip
+            near = _nearest_split(r, rows)
+            beside = f" beside {near}" if near else ""
+            lines += [f"Joint (offline upper bound){beside}, `{r['label']}`: Avg Acc {_value(r, 'avg_acc')}, optimiser "
+                      f"steps {_steps(r)}.", ""]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -357,7 +357,7 @@ def test_cross_table_compares_each_term_and_method_with_its_baseline(tmp_path):
     rows = aggregate(group_runs([summarise(r) for r in find_runs([slu, cap])])[0])
     text = cross_table(rows)
     assert "joint:" not in text and "### joint" not in text  # the upper bound is not a continual split
-    assert "Joint (offline upper bound), `joint`: Avg Acc 97.00 ± 0.00 (n=3)" in text
+    assert "Joint (offline upper bound) beside slurp3, `joint`: Avg Acc 97.00 ± 0.00 (n=3)" in text
     tok = next(ln for ln in text.splitlines() if ln.startswith("| token KD"))
     assert "+5.00*" in tok  # Avg Acc = (90 + acc)/2: +10 points at task 2 are +5 on the average, every seed
     assert "+10.00*" in tok  # CIDEr-D 40-42 vs 30-32 (Welch)
