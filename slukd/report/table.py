@@ -577,8 +577,10 @@ def report_runs(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike |
         kind_left = [s for s in left if s["kind"] == kind]
         if not kind_rows and not kind_left:
             continue
+        steps = ("all tasks of a run" if kind == "continual" else
+                 "the run's training budget (the model tested is its best validation checkpoint)")  # fmt: skip
         intro = ("Mean ± sample std over the seeds of each row; percent unless the header says otherwise; optimiser "
-                 "steps: all tasks of a run.")  # fmt: skip
+                 f"steps: {steps}.")  # fmt: skip
         if kind == "continual" and any(r["label"] == BASELINE_ROW for r in kind_rows):
             intro += (f" {BASELINE_HEAD}: the row's Avg Acc minus fine-tuning's, paired by seed (rows of a split share "
                       "task 1 within a seed), with its 95% t-interval (`*`: the interval excludes 0).")  # fmt: skip
