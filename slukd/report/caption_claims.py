@@ -25,7 +25,7 @@ from typing import Any
 
 from slukd.report.stats import Diff, against_reference, missing_rows, verdict_all, welch
 
-__all__ = ["COMPETITIVE", "check_caption_claims", "format_caption_claims"]
+__all__ = ["COMPETITIVE", "check_caption_claims", "format_caption_claims", "teacher_diff"]
 
 #: the share of the teacher's CIDEr-D that "competitive with the teacher" means here (the paper gives no margin)
 COMPETITIVE = 0.95
@@ -42,12 +42,17 @@ def _d(rows: Mapping[str, Row], a: str, b: str) -> Diff:
     return welch(_scores(rows[a]), _scores(rows[b]))
 
 
-def _vs_teacher(rows: Mapping[str, Row], a: str, share: float) -> Diff:
-    """``a − share · teacher`` on CIDEr-D: one-sample against a single teacher run, Welch against several."""
-    t = _scores(rows["teacher"])
+def teacher_diff(student: Row, teacher: Row, share: float = 1.0) -> Diff:
+    """``student − share · teacher`` on CIDEr-D: one-sample against a single teacher run (its score is a fixed
+    value), Welch's interval against several."""
+    t = _scores(teacher)
     if len(t) == 1:
-        return against_reference(_scores(rows[a]), share * t[0])
-    return welch(_scores(rows[a]), [share * x for x in t])
+        return against_reference(_scores(student), share * t[0])
+    return welch(_scores(student), [share * x for x in t])
+
+
+def _vs_teacher(rows: Mapping[str, Row], a: str, share: float) -> Diff:
+    return teacher_diff(rows[a], rows["teacher"], share)
 
 
 def _gains(rows: Mapping[str, Row], pairs: Sequence[tuple[str, str]]) -> str:

@@ -532,18 +532,17 @@ def _spread_md(rows: Sequence[dict[str, Any]], kind: str) -> list[str]:
 
 
 def _teacher_md(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Markdown lines: each captioning student's CIDEr-D against its teacher's. With one teacher run (the sweep's:
-    every student is distilled from that one model) its score is a fixed reference and the interval is the students'
-    one-sample t-interval (:func:`slukd.report.stats.against_reference`); with several teacher runs, Welch's."""
-    from slukd.report.stats import against_reference, verdict
+    """Markdown lines: each captioning student's CIDEr-D against its teacher's
+    (:func:`slukd.report.caption_claims.teacher_diff`: one-sample against a single teacher run, else Welch)."""
+    from slukd.report.caption_claims import teacher_diff
+    from slukd.report.stats import verdict
 
     teachers = [r for r in rows if r["row"] == "teacher"]
     students = [r for r in rows if r["row"] != "teacher"]
     if len(teachers) != 1 or not students:
         return []
     t = teachers[0]
-    t_scores = list(t["per_seed"].get("CIDEr_D", {}).values())
-    if len(t_scores) == 1:
+    if len(t["per_seed"].get("CIDEr_D", {})) == 1:
         head = ("Students against the teacher (CIDEr-D, student − teacher; one teacher run, the model every student "
                 "learnt from, so its score is a fixed value and the 95% interval is the students' one-sample "
                 "t-interval: it says whether a row reaches this teacher, not teachers in general):")  # fmt: skip
@@ -551,10 +550,7 @@ def _teacher_md(rows: Sequence[dict[str, Any]]) -> list[str]:
         head = "Students against the teacher (CIDEr-D, Welch 95% interval of student − teacher):"
     out = [head, ""]
     for r in students:
-        if len(t_scores) == 1:
-            d = against_reference(list(r["per_seed"].get("CIDEr_D", {}).values()), t_scores[0])
-        else:
-            d = difference(r, t, "CIDEr_D")
+        d = teacher_diff(r, t)
         out.append(f"- {r['label']}: {d.text()}; below the teacher: {verdict(d, -1)}")
     return [*out, ""]
 
