@@ -36,8 +36,9 @@ README_SLU = (
      "Optimiser steps", "Δ Avg Acc vs finetune [95% CI]"),
 )  # fmt: skip
 README_CAP = (
-    ("teacher", "student_supervised", "student_seqkd", "student_seqkd_mse", "student_seqkd_contrastive_audio",
-     "student_scarce_supervised", "student_scarce_seqkd_mse"),
+    ("teacher", "student_supervised", "student_mse", "student_seqkd", "student_seqkd_mse", "student_seqkd_contrastive",
+     "student_seqkd_contrastive_audio", "student_scarce_supervised", "student_scarce_seqkd_mse",
+     "student_scarce_seqkd_mse_pool"),
     ("runs", "CIDEr-D (%)", "% of teacher (%)", "BLEU-4 (%)", "METEOR (%)", "Params (M)", "Optimiser steps"),
 )  # fmt: skip
 
