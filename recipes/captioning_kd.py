@@ -220,6 +220,7 @@ def main(argv: list[str]) -> int:
         hparams, run_opts, model, vocab, data, ao_rows, teacher, kd_terms, targets, out
     )
     brain.fit(counter, train_set, valid_ds, train_loader_kwargs=loader_kwargs, valid_loader_kwargs=valid_kwargs)
+    trained_steps = brain.optimizer_step  # the budget; restoring the best checkpoint below restores its counter
     best = checkpointer.recover_if_possible(max_key="CIDEr_D")
     if best is None:
         raise RuntimeError(f"{out / 'save'}: no checkpoint after training")
@@ -240,7 +241,7 @@ def main(argv: list[str]) -> int:
         "params": n_params, "n_train": len(data.rows["train"]),
         "n_audio_only": len(ao_rows) if brain.audio_only_set is not None else 0,
         "best_valid_CIDEr_D": best.meta.get("CIDEr_D"), "best_epoch": best.meta.get("epoch"),
-        "epochs": hparams["number_of_epochs"], "steps": brain.optimizer_step,
+        "epochs": hparams["number_of_epochs"], "steps": trained_steps, "best_steps": brain.optimizer_step,
         "train_minutes": round(sum(times) / 60, 2), "targets_s": round(targets_s, 1),
         "precision": hparams["precision"], "eval_precision": hparams["eval_precision"], "data": data.report,
         "test": {k: v for k, v in metrics.items() if not k.startswith("per_item_")},

@@ -57,6 +57,9 @@ def test_teacher_row_and_rerun(teacher_run):
     out = tmp / "teacher"
     res = json.loads((out / "results.json").read_text())
     assert res["role"] == "teacher" and res["test"]["n"] == 8 and res["eval_precision"] == "bf16"
+    # steps: the budget (every epoch has the same steps); best_steps: the counter of the tested (best) checkpoint
+    assert res["steps"] > 0 and res["steps"] % res["epochs"] == 0
+    assert res["best_steps"] == res["steps"] // res["epochs"] * res["best_epoch"]
     assert res["device"]["device"] == "cpu" and len(res["code"]["fingerprint"]) == 16
     assert "captioning/brain.py" in res["code"]["files"] and "recipe:captioning_kd.py" in res["code"]["files"]
     for name in ("predictions_test.jsonl", "metrics_test.json", "samples_test.md", "vocab.json", "model.yaml",
